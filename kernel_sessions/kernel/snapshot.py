@@ -1,0 +1,632 @@
+"""Variable-by-variable snapshots of an interactive namespace, stored as content-addressed blobs.
+
+Runs inside the user's kernel (sent in as source), so module level uses the standard library
+only: dill is imported when first needed and numpy is never imported here.
+
+Why not ``dill.dump_module``: it is a pure-Python pickler, stops at the first unpicklable object
+without naming it, truncates the previous file when it fails, saves IPython's In/Out, copies
+every numpy buffer and reopens files in 'w' mode on load. Here each variable (or group of
+variables sharing objects) is pickled on its own by the C pickler, protocol 5, with numpy data
+written out-of-band without a copy; dill is used only where pickle refuses. Every variable ends
+up saved or skipped with a reason, and one failure never affects another variable.
+
+Blob layout (integers little-endian)::
+
+    header   "<4sBBBxIQ": magic b"KSNB", format version, serializer (1 pickle5, 2 dill),
+             kind (0 one object, 1 group dict {name: obj}), pad, buffer count n, pickle length
+    lengths  n x "<Q": length of each out-of-band buffer
+    pickle   the in-band pickle stream
+    buffers  the out-of-band buffers, raw, back to back
+
+A blob is named by the sha256 of all its bytes and stored at ``<blob_dir>/<sha[:2]>/<sha>``.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import hashlib
+import importlib
+import io
+import os
+import pickle
+import secrets
+import struct
+import sys
+import sysconfig
+import threading
+import types
+from itertools import islice
+from typing import Any, Callable, Iterator, NamedTuple
+
+BLOB_MAGIC = b"KSNB"
+BLOB_VERSION = 1
+HEADER = struct.Struct("<4sBBBxIQ")
+BUFFER_LENGTH = struct.Struct("<Q")
+PICKLE_PROTOCOL = 5
+SER_PICKLE, SER_DILL, SER_MODULE, SER_REF = "pickle5", "dill", "module", "ref"
+SERIALIZER_CODES = {SER_PICKLE: 1, SER_DILL: 2}
+KIND_SINGLE, KIND_GROUP = 0, 1
+FILE_MODE, DIR_MODE = 0o600, 0o700
+TMP_SUFFIX = ".tmp"
+IO_CHUNK = 16 << 20  # bytes per read/write call (bounds syscalls, not memory)
+MAX_OOB_BUFFERS = 1 << 20  # sanity bound checked on a blob header before allocating anything
+# Sharing between variables is found by walking each variable's containers (list/tuple/dict/set
+# items, instance __dict__, closure cells and defaults): at most ALIAS_WALK_LIMIT objects and
+# ALIAS_WALK_DEPTH levels per variable. Sharing beyond that is not seen: such variables are
+# saved apart and the shared object comes back as two copies.
+ALIAS_WALK_LIMIT = 10_000
+ALIAS_WALK_DEPTH = 8
+REASON_MAX_CHARS = 300
+IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
+REASON_OPEN_FILE = "open file (not saved: reopening could truncate it)"
+_UNSAVABLE = (  # io.IOBase is handled apart: in-memory BytesIO/StringIO pickle fine
+    ((types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType),
+     "generator or coroutine (its running state cannot be saved)"),
+    ((types.FrameType, types.TracebackType), "frame or traceback (interpreter state)"),
+    ((_thread.LockType, _thread.RLock, threading.Thread),
+     "thread or lock (not saved: OS resource)"),
+)
+_UNSAVABLE_IF_LOADED = (  # (module, class, reason), looked up only in sys.modules
+    ("socket", "socket", "socket (not saved: OS resource)"),
+    ("mmap", "mmap", "memory map (not saved: OS resource)"),
+    ("sqlite3", "Connection", "database connection (not saved: OS resource)"),
+    ("subprocess", "Popen", "subprocess handle (not saved: OS resource)"),
+    ("asyncio", "AbstractEventLoop", "event loop (not saved: OS resource)"),
+)
+_ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes, range,
+                     type(Ellipsis), type(NotImplemented)})
+_SHA_CHARS = frozenset("0123456789abcdef")
+_O_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+_system_roots: tuple[str, ...] | None = None
+
+
+class _Unsavable(Exception):
+    """The object holds something that must not or cannot be saved (file, lock, ...)."""
+
+
+class _NeedsDill(Exception):
+    """The C pickler met a ``__main__`` function or class, which it would save by name only."""
+
+
+class _LoadError(Exception):
+    """A blob could not be restored; the message is the reason reported for its variables."""
+
+
+class _Payload(NamedTuple):
+    serializer: str
+    kind: int
+    inband: memoryview
+    buffers: list[memoryview]
+
+
+class _NamespaceProxy:
+    """Stands in for ``__main__`` on load, so dill binds restored functions' globals to ``ns``."""
+
+    def __init__(self, ns: dict) -> None:
+        self.__dict__ = ns
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:
+        text = type(exc).__name__
+    return text if len(text) <= REASON_MAX_CHARS else text[: REASON_MAX_CHARS - 3] + "..."
+
+
+def _type_name(obj: object) -> str:
+    t = type(obj)
+    mod, qual = getattr(t, "__module__", None), getattr(t, "__qualname__", t.__name__)
+    return qual if mod in (None, "builtins") else f"{mod}.{qual}"
+
+
+def _unsavable_reason(t: type, cache: dict[type, str | None]) -> str | None:
+    """Why instances of ``t`` are never saved, or None; cached per type (called per object)."""
+    if t not in cache:
+        table = list(_UNSAVABLE)
+        for modname, attr, why in _UNSAVABLE_IF_LOADED:
+            cls = getattr(sys.modules.get(modname), attr, None)
+            table += [((cls,), why)] if isinstance(cls, type) else []
+        try:
+            if issubclass(t, io.IOBase) and not issubclass(t, (io.BytesIO, io.StringIO)):
+                table.insert(0, ((io.IOBase,), REASON_OPEN_FILE))
+            cache[t] = next((why for bases, why in table if issubclass(t, bases)), None)
+        except Exception:  # a metaclass with a broken __subclasscheck__
+            cache[t] = None
+    return cache[t]
+
+
+class _FastPickler(pickle.Pickler):
+    """C pickler refusing unsavable objects and handing ``__main__`` code over to dill."""
+
+    reasons: dict[type, str | None]
+
+    def reducer_override(self, obj: Any) -> Any:  # not called for builtin containers/atoms
+        reason = _unsavable_reason(type(obj), self.reasons)
+        if reason:
+            raise _Unsavable("contains " + reason)
+        is_code = isinstance(obj, (type, types.FunctionType))
+        if is_code and getattr(obj, "__module__", None) == "__main__":
+            raise _NeedsDill(getattr(obj, "__qualname__", "?"))
+        return NotImplemented
+
+
+def _serialize(obj: Any, kind: int, main: Any, reasons: dict[type, str | None]) -> _Payload:
+    """Pickle ``obj``, C pickler first, then dill; raises _Unsavable or the pickler's error.
+
+    ``main`` is the ``__main__`` module when its namespace is the one saved: dill then stores
+    functions' globals as a reference to it, so restored functions see the live namespace.
+    Otherwise dill copies only the globals each function uses (``recurse``).
+    """
+    buffers: list[memoryview] = []
+
+    def keep(pb: pickle.PickleBuffer) -> bool:
+        try:
+            buffers.append(pb.raw())  # zero-copy view of e.g. an ndarray's data
+            return False
+        except BufferError:  # not contiguous: pickle copies it in-band
+            return True
+
+    out = io.BytesIO()
+    try:
+        pickler = _FastPickler(out, protocol=PICKLE_PROTOCOL, buffer_callback=keep)
+        pickler.reasons = reasons
+        pickler.dump(obj)
+        return _Payload(SER_PICKLE, kind, out.getbuffer(), buffers)
+    except _Unsavable:
+        raise
+    except Exception as exc:
+        first = exc
+    buffers.clear()
+    try:
+        import dill
+    except ImportError:
+        raise _Unsavable(f"{_describe(first)} (dill is not installed)") from None
+
+    def guard(o: Any) -> Any:
+        reason = _unsavable_reason(type(o), reasons)
+        if reason:
+            raise _Unsavable("contains " + reason)
+        return NotImplemented
+
+    out = io.BytesIO()
+    pickler = dill.Pickler(out, protocol=PICKLE_PROTOCOL, buffer_callback=keep,
+                           recurse=main is None, byref=False)
+    pickler.reducer_override = guard  # the pure-Python pickler looks it up on the instance
+    if main is not None:
+        pickler._main = main  # dill captured __main__ at its import; IPython may have swapped it
+    pickler.dump(obj)
+    return _Payload(SER_DILL, kind, out.getbuffer(), buffers)
+
+
+def blob_path(blob_dir: str, sha: str) -> str:
+    """Path of blob ``sha``; anything but 64 lowercase hex digits is refused (no path tricks)."""
+    if not isinstance(sha, str) or len(sha) != 64 or not _SHA_CHARS.issuperset(sha):
+        raise ValueError(f"invalid blob id: {sha!r}")
+    return os.path.join(blob_dir, sha[:2], sha)
+
+
+def _fsync_dir(path: str) -> None:
+    if os.name == "nt":
+        return
+    with contextlib.suppress(OSError):  # some filesystems refuse directory fsync
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _ensure_dir(path: str) -> None:
+    """Create ``path`` 0o700, chmod'ed too so that no umask can widen it."""
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        return
+    os.chmod(path, DIR_MODE)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def _write_all(fd: int, data: memoryview | bytes) -> None:
+    with memoryview(data) as view, view.cast("B") as flat:
+        offset = 0
+        while offset < flat.nbytes:
+            offset += os.write(fd, flat[offset: offset + IO_CHUNK])
+
+
+def _store(blob_dir: str, payload: _Payload) -> tuple[str, int, bool]:
+    """Write ``payload`` as a blob unless an identical one exists: (sha, size, written).
+
+    Hashing comes first, so an unchanged variable costs no write; then temp file, fsync,
+    rename, fsync of the directory: a blob is never seen half-written.
+    """
+    lengths = [b.nbytes for b in payload.buffers]
+    header = HEADER.pack(BLOB_MAGIC, BLOB_VERSION, SERIALIZER_CODES[payload.serializer],
+                         payload.kind, len(lengths), payload.inband.nbytes)
+    header += b"".join(BUFFER_LENGTH.pack(n) for n in lengths)
+    chunks = [header, payload.inband, *payload.buffers]
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    sha, size = digest.hexdigest(), len(header) + payload.inband.nbytes + sum(lengths)
+    final = blob_path(blob_dir, sha)
+    with contextlib.suppress(OSError):
+        if os.stat(final).st_size == size:
+            return sha, size, False
+    subdir = os.path.dirname(final)
+    _ensure_dir(subdir)
+    tmp = os.path.join(subdir, f".{sha[:16]}.{os.getpid()}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_FLAGS, FILE_MODE)
+    try:
+        try:
+            os.chmod(tmp, FILE_MODE)
+            for chunk in chunks:
+                _write_all(fd, chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(subdir)
+    return sha, size, True
+
+
+def _origin(modname: str) -> str | None:
+    """File of a module from outside stdlib/site-packages (a later kernel may lack it on
+    sys.path), else None."""
+    global _system_roots
+    if _system_roots is None:
+        paths = sysconfig.get_paths()
+        roots = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+        _system_roots = tuple(os.path.realpath(r) + os.sep for r in roots if r)
+    path = getattr(sys.modules.get(modname), "__file__", None)
+    if not isinstance(path, str):
+        return None
+    real = os.path.realpath(path)
+    parts = set(real.split(os.sep))
+    system = "site-packages" in parts or "dist-packages" in parts or real.startswith(_system_roots)
+    return None if system else real
+
+
+def _entry(serializer: str, obj: object, **fields: Any) -> dict[str, Any]:
+    return {"blob": None, "serializer": serializer, "size": 0, "group": None,
+            "type": _type_name(obj), "module": None, "attr": None, "origin": None, **fields}
+
+
+def _by_reference(obj: object) -> dict[str, Any] | None:
+    """Entry re-importing ``obj`` by name (module, or module-level function/class), or None."""
+    try:
+        if isinstance(obj, types.ModuleType):
+            modname, qualname = obj.__name__, None
+        elif callable(obj):
+            modname, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+            if not isinstance(qualname, str) or "<" in qualname:
+                return None
+        else:
+            return None
+        module = sys.modules.get(modname) if isinstance(modname, str) else None
+        if modname == "__main__" or getattr(module, "__spec__", None) is None:
+            return None  # not importable by name in another process
+        target = module
+        for part in qualname.split(".") if qualname else ():
+            target = getattr(target, part)
+        if target is not obj:
+            return None
+    except Exception:
+        return None
+    kind = SER_MODULE if qualname is None else SER_REF
+    return _entry(kind, obj, module=modname, attr=qualname, origin=_origin(modname))
+
+
+def _children(obj: Any) -> Iterator[Any]:
+    """Objects directly held by ``obj``, read without running user code (no __iter__ calls)."""
+    if isinstance(obj, types.FunctionType):
+        for cell in obj.__closure__ or ():
+            with contextlib.suppress(ValueError):  # empty cell
+                yield cell.cell_contents
+        yield from obj.__defaults__ or ()
+        yield from (obj.__kwdefaults__ or {}).values()
+        return
+    if isinstance(obj, dict):
+        yield from dict.values(obj)
+    for base in (list, tuple, set, frozenset):
+        if isinstance(obj, base):
+            yield from base.__iter__(obj)
+    try:
+        attrs = object.__getattribute__(obj, "__dict__")
+    except Exception:
+        return
+    if isinstance(attrs, dict):
+        yield from dict.values(attrs)
+
+
+def _reachable_ids(obj: Any, keepalive: list[Any]) -> set[int]:
+    """ids of the objects reachable from ``obj`` whose identity matters (bounded walk).
+
+    Atoms, and classes/functions/modules pickled by name, never need grouping. A ``__main__``
+    class counts as reachable from its instances: dill saves such classes by value, so a class
+    and its instances saved apart would come back with two different classes.
+    """
+    seen: set[int] = set()
+    stack, budget = [(obj, 0)], ALIAS_WALK_LIMIT
+    while stack and budget > 0:
+        o, depth = stack.pop()
+        budget -= 1
+        t = type(o)
+        if t in _ATOMIC or id(o) in seen or (t is tuple and not o):
+            continue
+        if (isinstance(o, (type, types.ModuleType, types.BuiltinFunctionType))
+                or (t is types.FunctionType and o.__closure__ is None)) \
+                and getattr(o, "__module__", None) != "__main__":
+            continue
+        seen.add(id(o))
+        keepalive.append(o)  # ids stay unique while the walked objects are alive
+        if getattr(t, "__module__", None) == "__main__":
+            seen.add(id(t))
+        if depth < ALIAS_WALK_DEPTH and not isinstance(o, type):
+            with contextlib.suppress(Exception):  # mutated container, odd __dict__: stop here
+                stack.extend((c, depth + 1) for c in islice(_children(o), budget))
+    return seen
+
+
+def _alias_groups(ns: dict, names: list[str]) -> list[list[str]]:
+    """Partition ``names`` so that variables sharing an object land in the same group."""
+    parent = {n: n for n in names}
+
+    def find(n: str) -> str:
+        while parent[n] != n:
+            parent[n] = n = parent[parent[n]]
+        return n
+
+    owner: dict[int, str] = {}
+    keepalive: list[Any] = []
+    for name in names:
+        for oid in _reachable_ids(ns[name], keepalive):
+            other = owner.setdefault(oid, name)
+            if other != name:
+                parent[find(name)] = find(other)
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(find(name), []).append(name)
+    return list(groups.values())
+
+
+def _select(ns: dict, names: list[str] | None, exclude: Callable[[str, object], bool] | None,
+            skipped: list[dict[str, Any]]) -> list[str]:
+    """Names to save. Without ``names``: no _private names, nor IPython's own (what %who hides)."""
+    if names is None:
+        shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+        own = getattr(shell, "user_ns", None) is ns
+        hidden = getattr(shell, "user_ns_hidden", {}) if own else {}
+        candidates = [n for n in list(ns) if isinstance(n, str) and not n.startswith("_")
+                      and n not in IPYTHON_NAMES and not (n in hidden and hidden[n] is ns[n])]
+    else:  # explicitly asked for: no name filter, but report what cannot be done
+        candidates = [n for n in dict.fromkeys(names) if n in ns]
+        skipped += [{"name": n, "type": None, "reason": "not defined"}
+                    for n in dict.fromkeys(names) if n not in ns]
+    selected = []
+    for n in candidates:
+        if exclude is not None and exclude(n, ns[n]):
+            if names is not None:
+                skipped.append({"name": n, "type": _type_name(ns[n]), "reason": "excluded"})
+        else:
+            selected.append(n)
+    return selected
+
+
+def dump_namespace(ns: dict, blob_dir: str, *, names: list[str] | None = None,
+                   exclude: Callable[[str, object], bool] | None = None) -> dict[str, Any]:
+    """Save the user variables of ``ns`` as blobs under ``blob_dir`` (see module docstring).
+
+    Returns {"variables": {name: entry}, "skipped": [{"name", "type", "reason"}],
+    "blobs_written": int, "bytes_written": int}.
+    """
+    result: dict[str, Any] = {"variables": {}, "skipped": [],
+                              "blobs_written": 0, "bytes_written": 0}
+    variables, skipped = result["variables"], result["skipped"]
+    selected = _select(ns, names, exclude, skipped)
+    if not os.path.isdir(blob_dir):
+        os.makedirs(os.path.dirname(os.path.abspath(blob_dir)), exist_ok=True)
+        _ensure_dir(blob_dir)
+    main = sys.modules.get("__main__")
+    main = main if getattr(main, "__dict__", None) is ns else None
+    reasons: dict[type, str | None] = {}
+
+    def skip(name: str, reason: str) -> None:
+        skipped.append({"name": name, "type": _type_name(ns[name]), "reason": reason})
+
+    def attempt(members: list[str]) -> _Payload | str:
+        single = len(members) == 1
+        obj = ns[members[0]] if single else {m: ns[m] for m in members}
+        try:
+            return _serialize(obj, KIND_SINGLE if single else KIND_GROUP, main, reasons)
+        except _Unsavable as exc:
+            return str(exc)
+        except Exception as exc:
+            return _describe(exc)
+
+    def save(members: list[str], payload: _Payload) -> None:
+        try:
+            sha, size, written = _store(blob_dir, payload)
+        except OSError as exc:
+            for m in members:
+                skip(m, "write failed: " + _describe(exc))
+            return
+        result["blobs_written"] += written
+        result["bytes_written"] += size if written else 0
+        group = min(members) if len(members) > 1 else None
+        for m in members:
+            variables[m] = _entry(payload.serializer, ns[m], blob=sha, size=size, group=group)
+
+    picklable = []
+    for name in selected:
+        entry = _by_reference(ns[name])
+        reason = None if entry else _unsavable_reason(type(ns[name]), reasons)
+        if entry:
+            variables[name] = entry
+        elif reason:
+            skip(name, reason)
+        else:
+            picklable.append(name)
+    for members in _alias_groups(ns, picklable):
+        payload = attempt(members)
+        if isinstance(payload, _Payload):
+            save(members, payload)
+            continue
+        if len(members) == 1:
+            skip(members[0], payload)
+            continue
+        alone = {}  # the group failed: find the culprits, keep the rest together if possible
+        for m in members:
+            single = attempt([m])
+            if isinstance(single, str):
+                skip(m, single)
+            else:
+                alone[m] = single
+        regrouped = attempt(list(alone)) if len(alone) > 1 else None
+        if isinstance(regrouped, _Payload):
+            save(list(alone), regrouped)
+        else:  # identity shared among the rest is lost, but every value is kept
+            for m, single in alone.items():
+                save([m], single)
+    return result
+
+
+def _read_into(f: io.RawIOBase, buf: bytearray, digest: Any) -> bool:
+    """Fill ``buf`` from ``f``, hashing as it goes; False if the file ended first."""
+    view, offset = memoryview(buf), 0
+    while offset < len(buf):
+        got = f.readinto(view[offset: offset + IO_CHUNK])
+        if not got:
+            return False
+        digest.update(view[offset: offset + got])
+        offset += got
+    return True
+
+
+def _read_verified(blob_dir: str, sha: str) -> tuple[int, int, bytearray, list[bytearray]]:
+    """Read blob ``sha`` in one pass, hashing as it goes: (serializer code, kind, pickle, buffers).
+
+    Buffers are read into bytearrays that then back the restored arrays (no extra copy).
+    Nothing is returned unless the sha256 matches; raises _LoadError.
+    """
+    try:
+        f = open(blob_path(blob_dir, sha), "rb", buffering=0)
+    except ValueError as exc:
+        raise _LoadError(str(exc)) from None
+    except FileNotFoundError:
+        raise _LoadError("missing blob") from None
+    except OSError as exc:
+        raise _LoadError("cannot open blob: " + _describe(exc)) from None
+    with f:
+        digest, size = hashlib.sha256(), os.fstat(f.fileno()).st_size
+        head, fields, lengths = bytearray(HEADER.size), None, []
+        if _read_into(f, head, digest):
+            magic, version, code, kind, count, inband_len = HEADER.unpack(head)
+            raw = bytearray(count * BUFFER_LENGTH.size if count <= MAX_OOB_BUFFERS else 0)
+            if ((magic, version) == (BLOB_MAGIC, BLOB_VERSION) and kind <= KIND_GROUP
+                    and code in SERIALIZER_CODES.values() and count <= MAX_OOB_BUFFERS
+                    and _read_into(f, raw, digest)):
+                fields = (code, kind, inband_len)
+                lengths = [n for (n,) in BUFFER_LENGTH.iter_unpack(raw)]
+        if fields is None or f.tell() + fields[2] + sum(lengths) != size:
+            while chunk := f.read(IO_CHUNK):  # malformed: say "tampered" if that is what it is
+                digest.update(chunk)
+            raise _LoadError("hash mismatch" if digest.hexdigest() != sha else "corrupt blob")
+        parts = [bytearray(n) for n in (fields[2], *lengths)]  # sizes match the file: safe
+        if not all(_read_into(f, part, digest) for part in parts) or digest.hexdigest() != sha:
+            raise _LoadError("hash mismatch")
+    return fields[0], fields[1], parts[0], parts[1:]
+
+
+def verify_blob(blob_dir: str, sha: str) -> bool:
+    """True if blob ``sha`` exists and its content hashes to ``sha``."""
+    try:
+        with open(blob_path(blob_dir, sha), "rb", buffering=0) as f:
+            digest = hashlib.sha256()
+            while chunk := f.read(IO_CHUNK):
+                digest.update(chunk)
+    except (OSError, ValueError):
+        return False
+    return digest.hexdigest() == sha
+
+
+def _load_blob(blob_dir: str, sha: str, ns: dict) -> tuple[int, Any]:
+    code, kind, inband, buffers = _read_verified(blob_dir, sha)
+    try:
+        if code == SERIALIZER_CODES[SER_PICKLE]:
+            return kind, pickle.loads(inband, buffers=buffers)
+        import dill
+
+        unpickler = dill.Unpickler(io.BytesIO(inband), buffers=buffers, ignore=True)
+        unpickler._main = _NamespaceProxy(ns)
+        return kind, unpickler.load()
+    except Exception as exc:
+        raise _LoadError("unpickling failed: " + _describe(exc)) from None
+
+
+def _import(modname: str, origin: str | None) -> types.ModuleType:
+    """Import ``modname``; if that fails and it came from a known file, retry with the file's
+    root appended to sys.path (appended, so it never shadows installed packages)."""
+    try:
+        return importlib.import_module(modname)
+    except ImportError:
+        if not origin:
+            raise
+        root = os.path.dirname(origin)
+        for _ in range(modname.count(".") + os.path.basename(origin).startswith("__init__.")):
+            root = os.path.dirname(root)
+        if not os.path.isdir(root) or root in sys.path:
+            raise
+        sys.path.append(root)
+        importlib.invalidate_caches()
+        return importlib.import_module(modname)
+
+
+def load_namespace(ns: dict, blob_dir: str, entries: dict[str, dict[str, Any]], *,
+                   names: list[str] | None = None) -> dict[str, Any]:
+    """Restore variables from ``entries`` (a manifest's "variables", already authenticated).
+
+    Each blob's sha256 is checked before anything in it is unpickled. A group blob is loaded
+    whole but only the requested names are bound; a failed name leaves ``ns`` untouched.
+    Returns {"restored": [names], "failed": [{"name", "reason"}]}.
+    """
+    restored: list[str] = []
+    failed: list[dict[str, str]] = []
+    units: dict[tuple[Any, ...], list[str]] = {}
+    for name in dict.fromkeys(entries if names is None else names):
+        entry = entries.get(name)
+        if not isinstance(entry, dict):
+            failed.append({"name": name, "reason": "not in snapshot"})
+        elif entry.get("serializer") in (SER_MODULE, SER_REF):
+            try:
+                obj: Any = _import(entry["module"], entry.get("origin"))
+                for part in entry["attr"].split(".") if entry["serializer"] == SER_REF else ():
+                    obj = getattr(obj, part)
+                ns[name] = obj
+                restored.append(name)
+            except Exception as exc:
+                failed.append({"name": name, "reason": "import failed: " + _describe(exc)})
+        elif entry.get("group") is None:  # equal values share a blob, never an object
+            units[("single", name)] = [name]
+        else:
+            units.setdefault(("group", entry["group"], entry.get("blob")), []).append(name)
+    for key, members in units.items():
+        try:
+            kind, obj = _load_blob(blob_dir, entries[members[0]].get("blob"), ns)
+            if kind != (KIND_GROUP if key[0] == "group" else KIND_SINGLE):
+                raise _LoadError("corrupt blob (unexpected kind)")
+        except _LoadError as exc:
+            failed += [{"name": m, "reason": str(exc)} for m in members]
+            continue
+        for m in members:
+            if kind == KIND_GROUP and not (isinstance(obj, dict) and m in obj):
+                failed.append({"name": m, "reason": "missing from its group blob"})
+                continue
+            ns[m] = obj[m] if kind == KIND_GROUP else obj
+            restored.append(m)
+    return {"restored": restored, "failed": failed}

@@ -1,0 +1,42 @@
+"""Host side of the kernel-side modules: build silent code that installs and calls them.
+
+A module under ``kernel_sessions/kernel/`` is shipped as its source and installed once per
+kernel process under a private ``sys.modules`` key (so it works even in kernels whose Python
+cannot import ``kernel_sessions``). The generated code is a single expression: it binds no
+name in the user namespace and, sent with ``silent=True``, leaves ``In``/``Out``/``_`` and the
+execution count alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+
+PRIVATE_PREFIX = "_kernel_sessions_"
+
+
+@functools.lru_cache(maxsize=None)
+def module_source(module: str) -> str:
+    return resources.files("kernel_sessions.kernel").joinpath(f"{module}.py").read_text("utf-8")
+
+
+def install_expr(module: str) -> str:
+    """An expression evaluating to the installed module, installing it on first use."""
+    key = PRIVATE_PREFIX + module
+    src = module_source(module)
+    return (
+        f"(__import__('sys').modules.get({key!r}) or "
+        "(lambda m, s, sys: (exec(compile(s, m.__name__, 'exec'), m.__dict__), "
+        "sys.modules.__setitem__(m.__name__, m), m)[-1])"
+        f"(__import__('types').ModuleType({key!r}), {src!r}, __import__('sys')))"
+    )
+
+
+def call_code(module: str, func: str, *args: object, **kwargs: object) -> str:
+    """Code calling ``module.func(*args, **kwargs)`` in the kernel; arguments go as JSON."""
+    payload = json.dumps([list(args), kwargs])
+    return (
+        f"(lambda m, a: m.{func}(*a[0], **a[1]))"
+        f"({install_expr(module)}, __import__('json').loads({payload!r}))"
+    )

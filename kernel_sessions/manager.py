@@ -1,0 +1,445 @@
+"""KernelSessionManager: named sessions over pooled kernels, durable across processes.
+
+It owns the names, the lifecycle and the state machine (``models.TRANSITIONS``); every
+transition is written to the registry and reaches observers and, when given, a jupyter_events
+``EventLogger``. Session kernels start ``independent=True`` so they outlive the process that
+manages them; a new manager on the same data dir re-adopts them under the same kernel id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from jupyter_client.multikernelmanager import AsyncMultiKernelManager
+from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
+from traitlets import All, Bool, Dict, Float, Instance, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from . import models as M
+from .adoption import adopt, process_create_time
+from .errors import InvalidTransition, SessionNotFound
+from .models import SessionModel, check_transition, validate_name
+from .pool import PooledMultiKernelManager
+from .registry import Registry, secure_dir
+from .watch import SessionWatcher, fresh_client
+
+SCHEMA_DIR = Path(__file__).parent / "event_schemas"
+STATE_SCHEMA_ID = "https://events.jupyter.org/kernel_sessions/session_state/v1"
+POOL_SCHEMA_ID = "https://events.jupyter.org/kernel_sessions/pool/v1"
+READY_TIMEOUT = 60.0  # seconds a (cold or restarted) session kernel may take to answer
+LEASED_TTL = 24 * 3600.0
+
+Observer = Callable[[dict], None]
+_NO_NAMES = object()
+
+
+class KernelSessionManager(LoggingConfigurable):
+    """Create, find, rename, restart, interrupt and delete named kernel sessions."""
+
+    data_dir = Unicode(config=True, help="Where the registry (and later checkpoints) live.")
+    registry_path = Unicode("", config=True, help="SQLite file (default: <data_dir>/registry.sqlite3).")
+    root_dir = Unicode(config=True, help="Working directory of session kernels.")
+    default_kernel_name = Unicode("python3", config=True)
+    pool_sizes = Dict({"python3": 2}, config=True, help="Warm spares per kernelspec.")
+    keep_kernels_on_stop = Bool(
+        True, config=True, help="Leave session kernels running when the manager stops."
+    )
+    death_check_interval = Float(0.25, config=True, help="Seconds between liveness checks.")
+    reap_interval = Float(1.0, config=True, help="Seconds between lease and TTL sweeps.")
+    lease_seconds = Float(60.0, config=True, help="Default lease of owned sessions.")
+    default_ttl = Float(
+        None, allow_none=True, config=True,
+        help="Idle seconds before a named session expires (None: never).",
+    )
+    leased_ttl = Float(LEASED_TTL, config=True, help="Idle seconds before a leased session expires.")
+    kernel_manager = Instance(AsyncMultiKernelManager, allow_none=True)
+    event_logger = Instance("jupyter_events.EventLogger", allow_none=True)
+
+    @default("data_dir")
+    def _data_dir_default(self) -> str:
+        return os.path.join(jupyter_data_dir(), "kernel_sessions")
+
+    @default("root_dir")
+    def _root_dir_default(self) -> str:
+        return os.getcwd()
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._observers: list[Observer] = []
+        self._owns_km = False
+        self._sessions: dict[str, SessionModel] = {}
+        self._watchers: dict[str, SessionWatcher] = {}
+        self._expected_exit: set[str] = set()  # kernel ids we are stopping or restarting
+        self._tasks: list[asyncio.Task] = []
+        self._started = False
+        self.registry: Registry | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> KernelSessionManager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Open the registry, warm the pool, re-adopt recorded kernels, start the sweeps."""
+        if self._started:
+            return
+        self._started = True
+        secure_dir(Path(self.data_dir))
+        self.registry = Registry(self.registry_path or os.path.join(self.data_dir, "registry.sqlite3"))
+        if self.kernel_manager is None:
+            runtime = secure_dir(Path(jupyter_runtime_dir()))
+            self.kernel_manager = PooledMultiKernelManager(
+                parent=self, log=self.log, pool_sizes=self.pool_sizes, connection_dir=str(runtime),
+                pool_cwd=self.root_dir, default_kernel_name=self.default_kernel_name,
+            )
+            self._owns_km = True
+        if self.event_logger is not None:
+            for schema in ("session_state", "pool"):
+                sid = STATE_SCHEMA_ID if schema == "session_state" else POOL_SCHEMA_ID
+                if sid not in self.event_logger.schemas.schema_ids:
+                    self.event_logger.register_event_schema(SCHEMA_DIR / schema / "v1.yaml")
+        if hasattr(self.kernel_manager, "observe_pool"):
+            self.kernel_manager.observe_pool(self._pool_event)
+            await self.kernel_manager.start_pool()
+        await self._recover()
+        self._tasks = [
+            asyncio.create_task(self._death_loop()),
+            asyncio.create_task(self._reap_loop()),
+        ]
+
+    async def stop(self, keep_sessions: bool | None = None) -> None:
+        """Stop sweeps and spares; keep session kernels running (or end them)."""
+        if not self._started:
+            return
+        keep = self.keep_kernels_on_stop if keep_sessions is None else keep_sessions
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for w in list(self._watchers.values()):
+            w.stop()
+        self._watchers.clear()
+        km = self.kernel_manager
+        for name in list(self._sessions):
+            model = self._sessions[name]
+            if keep:
+                if model.kernel_id in km:
+                    km.release_kernel(model.kernel_id) if hasattr(km, "release_kernel") else None
+            else:
+                await self.delete(name)
+        if self._owns_km:
+            await km.shutdown_all()
+        elif hasattr(km, "stop_pool"):
+            await km.stop_pool()
+        self._sessions.clear()
+        self.registry.close()
+        self._started = False
+
+    # -- observers and events -------------------------------------------------------------
+
+    def observe(self, callback: Observer, names: Any = _NO_NAMES, type: str = "change") -> None:  # type: ignore[override]
+        """Call ``callback(event)`` for every state transition (``name, from, to, reason``).
+
+        With ``names`` given, or while traitlets itself is still setting the object up, this is
+        traitlets' own ``observe`` (trait change handlers).
+        """
+        if names is _NO_NAMES and "_observers" in self.__dict__:
+            self._observers.append(callback)
+        else:
+            super().observe(callback, All if names is _NO_NAMES else names, type=type)
+
+    def _emit(self, schema_id: str, data: dict) -> None:
+        for cb in list(self._observers) if schema_id == STATE_SCHEMA_ID else []:
+            try:
+                cb(dict(data))
+            except Exception:
+                self.log.exception("session observer failed")
+        if self.event_logger is not None:
+            self.event_logger.emit(schema_id=schema_id, data=data)
+
+    def _pool_event(self, kind: str, data: dict) -> None:
+        payload = {"kind": kind, **{k: v for k, v in data.items() if v is not None}}
+        if self.event_logger is not None:
+            self.event_logger.emit(schema_id=POOL_SCHEMA_ID, data=payload)
+
+    def _transition(self, model: SessionModel, to: str, reason: str) -> None:
+        old = model.state
+        if old == to and to in (M.IDLE, M.BUSY):
+            return
+        check_transition(model.name, old, to)
+        model.state, model.reason = to, reason
+        if to in (M.IDLE, M.BUSY):
+            model.last_activity = time.time()
+        if to != M.DELETED:
+            self.registry.save(model)
+        self._emit(STATE_SCHEMA_ID, {
+            "name": model.name, "from": old, "to": to, "reason": reason,
+            "kernel_id": model.kernel_id, "restarts": model.restarts,
+        })
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def _model(self, name: str) -> SessionModel:
+        validate_name(name)
+        model = self._sessions.get(name)
+        if model is None:
+            raise SessionNotFound(f"no session named {name!r}")
+        return model
+
+    async def get(self, name: str) -> SessionModel:
+        return self._model(name)
+
+    async def list(self) -> list[SessionModel]:
+        return [self._sessions[n] for n in sorted(self._sessions)]
+
+    def kernel_id(self, name: str) -> str:
+        return self._model(name).kernel_id
+
+    def client(self, name: str) -> Any:
+        """A started ``AsyncKernelClient`` attached to the session's kernel."""
+        model = self._model(name)
+        if model.state in (M.DEAD, M.HIBERNATED):
+            raise InvalidTransition(f"session {name!r} is {model.state}: {model.reason}")
+        kc = fresh_client(self.kernel_manager.get_kernel(model.kernel_id))
+        kc.start_channels()
+        model.last_activity = time.time()
+        return kc
+
+    def pool_stats(self) -> dict:
+        km = self.kernel_manager
+        return km.pool_stats() if hasattr(km, "pool_stats") else {}
+
+    # -- create / delete ------------------------------------------------------------------
+
+    async def create(
+        self, name: str, kernel_name: str | None = None, *, owner: str | None = None,
+        lease_seconds: float | None = None, ttl: float | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> SessionModel:
+        """Start a session; the registry's primary key makes a name taken exactly once."""
+        validate_name(name)
+        now = time.time()
+        model = SessionModel(
+            name=name, kernel_id="", kernel_name=kernel_name or self.default_kernel_name,
+            owner=owner, tags=dict(tags or {}), created=now, last_activity=now,
+            ttl=ttl if ttl is not None else (self.leased_ttl if owner else self.default_ttl),
+            lease_expires=now + (lease_seconds or self.lease_seconds) if owner else None,
+            cwd=self.root_dir, reason="created",
+        )
+        self.registry.insert(model)  # SessionExists for a taken name, across processes too
+        self._sessions[name] = model
+        self._emit(STATE_SCHEMA_ID, {"name": name, "from": None, "to": M.STARTING,
+                                     "reason": "created", "kernel_id": "", "restarts": 0})
+        try:
+            model.kernel_id = await self.kernel_manager.start_kernel(
+                kernel_name=model.kernel_name, independent=True, cwd=self.root_dir
+            )
+            await self._attach_kernel(model)
+        except BaseException:
+            self._sessions.pop(name, None)
+            self.registry.delete(name)
+            if model.kernel_id and model.kernel_id in self.kernel_manager:
+                await self.kernel_manager.shutdown_kernel(model.kernel_id, now=True)
+            raise
+        self._transition(model, M.IDLE, "created")
+        return model
+
+    async def _attach_kernel(self, model: SessionModel, *, wait: bool = True) -> None:
+        """Record the kernel's connection and pid, watch it, and wait until it answers."""
+        km = self.kernel_manager.get_kernel(model.kernel_id)
+        info = dict(km.get_connection_info())
+        info["key"] = info["key"].decode() if isinstance(info["key"], bytes) else info["key"]
+        model.connection_info = info
+        model.pid = getattr(km.provisioner, "pid", None)
+        model.pid_create_time = process_create_time(model.pid)
+        self.registry.save(model)
+        if not getattr(km, "_kernel_sessions_watched", False):
+            km._kernel_sessions_watched = True
+            self.kernel_manager.add_restart_callback(
+                model.kernel_id, lambda kid=model.kernel_id: self._on_auto_restart(kid), "restart")
+        old = self._watchers.pop(model.name, None)
+        if old:
+            old.stop()
+        watcher = SessionWatcher(km, lambda state, kid=model.kernel_id: self._on_status(kid, state))
+        self._watchers[model.name] = watcher
+        if wait:
+            await watcher.wait_ready(READY_TIMEOUT)
+        watcher.start()
+
+    async def delete(self, name: str) -> None:
+        """End the session: its kernel stops and its record goes."""
+        model = self._model(name)
+        self._transition(model, M.DELETED, "deleted")
+        self._sessions.pop(name, None)
+        watcher = self._watchers.pop(name, None)
+        if watcher:
+            watcher.stop()
+        km = self.kernel_manager
+        if model.kernel_id in km:
+            self._expected_exit.add(model.kernel_id)
+            try:
+                await km.shutdown_kernel(model.kernel_id, now=False)
+            finally:
+                self._expected_exit.discard(model.kernel_id)
+        self.registry.delete(name)
+
+    async def rename(self, old: str, new: str) -> SessionModel:
+        model = self._model(old)
+        validate_name(new)
+        self.registry.rename(old, new)
+        model.name = new
+        self._sessions[new] = self._sessions.pop(old)
+        if old in self._watchers:
+            self._watchers[new] = self._watchers.pop(old)
+        return model
+
+    async def update(self, name: str, *, ttl: float | None = ..., tags: dict | None = None) -> SessionModel:  # type: ignore[assignment]
+        model = self._model(name)
+        if ttl is not ...:
+            model.ttl = ttl
+        if tags is not None:
+            model.tags = dict(tags)
+        self.registry.save(model)
+        return model
+
+    # -- restart / interrupt --------------------------------------------------------------
+
+    async def restart(self, name: str) -> SessionModel:
+        """Restart the kernel in place: same kernel id, empty namespace."""
+        model = self._model(name)
+        self._transition(model, M.STARTING, "restart requested")
+        kid = model.kernel_id
+        self._expected_exit.add(kid)
+        try:
+            await self.kernel_manager.restart_kernel(kid, now=False)
+            await self._attach_kernel(model)
+        except Exception as e:
+            self._transition(model, M.DEAD, f"restart failed: {e}")
+            raise
+        finally:
+            self._expected_exit.discard(kid)
+        model.restarts += 1
+        self._transition(model, M.IDLE, "restarted by request")
+        return model
+
+    async def interrupt(self, name: str) -> None:
+        model = self._model(name)
+        if model.state in (M.DEAD, M.HIBERNATED):
+            raise InvalidTransition(f"session {name!r} is {model.state}")
+        await self.kernel_manager.interrupt_kernel(model.kernel_id)
+
+    # -- leases ---------------------------------------------------------------------------
+
+    async def renew_lease(self, name: str, lease_seconds: float | None = None) -> SessionModel:
+        model = self._model(name)
+        model.lease_expires = time.time() + (lease_seconds or self.lease_seconds)
+        self.registry.save(model)
+        return model
+
+    # -- watching -------------------------------------------------------------------------
+
+    def _by_kernel(self, kernel_id: str) -> SessionModel | None:
+        return next((m for m in self._sessions.values() if m.kernel_id == kernel_id), None)
+
+    def _on_status(self, kernel_id: str, state: str) -> None:
+        model = self._by_kernel(kernel_id)
+        if model is not None and model.state in (M.IDLE, M.BUSY) and state in (M.IDLE, M.BUSY):
+            self._transition(model, state, "execution")
+
+    def _on_auto_restart(self, kernel_id: str) -> None:
+        """jupyter_client's restarter is bringing a dead kernel back: the namespace is gone."""
+        model = self._by_kernel(kernel_id)
+        if model is None or kernel_id in self._expected_exit:
+            return
+        if model.state != M.DEAD:
+            self._transition(model, M.DEAD, "kernel died")
+        self._transition(model, M.STARTING, "restarting after death")
+        self._expected_exit.add(kernel_id)
+        asyncio.ensure_future(self._finish_auto_restart(model, kernel_id))
+
+    async def _finish_auto_restart(self, model: SessionModel, kernel_id: str) -> None:
+        try:
+            km = self.kernel_manager.get_kernel(kernel_id)
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not (km.has_kernel and await km.is_alive()):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("kernel did not come back")
+                await asyncio.sleep(0.1)
+            await self._attach_kernel(model)
+            model.restarts += 1
+            self._transition(model, M.IDLE, "restarted: namespace lost")
+        except Exception as e:
+            if model.state != M.DEAD:
+                self._transition(model, M.DEAD, f"automatic restart failed: {e}")
+        finally:
+            self._expected_exit.discard(kernel_id)
+
+    async def _death_loop(self) -> None:
+        """Notice an unexpected kernel exit within ``death_check_interval`` seconds."""
+        while True:
+            await asyncio.sleep(self.death_check_interval)
+            for model in list(self._sessions.values()):
+                if model.state in (M.DEAD, M.HIBERNATED, M.DELETED, M.STARTING):
+                    continue
+                kid = model.kernel_id
+                if kid in self._expected_exit or kid not in self.kernel_manager:
+                    continue
+                km = self.kernel_manager.get_kernel(kid)
+                if await km.is_alive():
+                    continue
+                code = await km.provisioner.poll() if km.provisioner else None
+                self._transition(model, M.DEAD, f"kernel died (exit code {code})")
+
+    async def _reap_loop(self) -> None:
+        """End sessions whose owner's lease lapsed; expire idle ones past their TTL."""
+        while True:
+            await asyncio.sleep(self.reap_interval)
+            now = time.time()
+            for model in list(self._sessions.values()):
+                try:
+                    if model.owner and model.lease_expires and model.lease_expires < now:
+                        self.log.info("session %s: lease of %s lapsed", model.name, model.owner)
+                        await self.delete(model.name)
+                    elif (model.ttl and model.state == M.IDLE
+                          and now - model.last_activity > model.ttl):
+                        await self._expire(model)
+                except Exception:
+                    self.log.exception("sweep of session %s failed", model.name)
+
+    async def _expire(self, model: SessionModel) -> None:
+        """An idle session past its TTL: stop its kernel, keep the record."""
+        self._expected_exit.add(model.kernel_id)
+        try:
+            self._transition(model, M.DEAD, f"expired: idle for more than {model.ttl:g} s")
+            watcher = self._watchers.pop(model.name, None)
+            if watcher:
+                watcher.stop()
+            if model.kernel_id in self.kernel_manager:
+                await self.kernel_manager.shutdown_kernel(model.kernel_id, now=False)
+        finally:
+            self._expected_exit.discard(model.kernel_id)
+
+    # -- recovery -------------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Re-adopt every recorded kernel that still answers; the rest are dead."""
+        for model in self.registry.list():
+            self._sessions[model.name] = model
+            if model.state in (M.DEAD, M.HIBERNATED):
+                continue
+            km = None
+            if model.kernel_id and model.kernel_id not in self.kernel_manager:
+                km = await adopt(self.kernel_manager, model, model.cwd or self.root_dir)
+            if km is None:
+                self._transition(model, M.DEAD, "kernel gone")
+                continue
+            await self._attach_kernel(model)
+            if model.state != M.IDLE:
+                self._transition(model, M.IDLE, "re-adopted")

@@ -1,0 +1,87 @@
+"""Session names, states and the session model shared by every layer."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import InvalidSessionName, InvalidTransition
+
+NAME_RULE = "^[a-z0-9][a-z0-9._-]{0,62}$"
+_NAME_RE = re.compile(NAME_RULE)
+NAME_DISPLAY_LIMIT = 80  # how much of a rejected name is echoed back
+
+
+def validate_name(name: object) -> str:
+    """Return ``name`` if it follows the rule, else raise InvalidSessionName showing the rule.
+
+    ``fullmatch`` matters: ``$`` alone would accept a trailing newline.
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in {".", ".."}:
+        shown = repr(name)[:NAME_DISPLAY_LIMIT]
+        raise InvalidSessionName(
+            f"invalid session name {shown}: names must match {NAME_RULE} "
+            "(lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, "
+            "at most 63 characters)"
+        )
+    return name
+
+
+STARTING = "starting"
+IDLE = "idle"
+BUSY = "busy"
+CHECKPOINTING = "checkpointing"
+RESTORING = "restoring"
+HIBERNATED = "hibernated"
+DEAD = "dead"
+DELETED = "deleted"
+STATES = (STARTING, IDLE, BUSY, CHECKPOINTING, RESTORING, HIBERNATED, DEAD, DELETED)
+
+# from-state -> allowed to-states; see the state machine in DESIGN.md.
+# ``starting`` is also the way back after a restart (manual or automatic).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    STARTING: frozenset({IDLE, BUSY, DEAD, DELETED}),
+    IDLE: frozenset({BUSY, CHECKPOINTING, RESTORING, HIBERNATED, STARTING, DEAD, DELETED}),
+    BUSY: frozenset({IDLE, CHECKPOINTING, RESTORING, STARTING, DEAD, DELETED}),
+    CHECKPOINTING: frozenset({IDLE, BUSY, DEAD, DELETED}),
+    RESTORING: frozenset({IDLE, BUSY, DEAD, DELETED}),
+    HIBERNATED: frozenset({RESTORING, STARTING, DEAD, DELETED}),
+    DEAD: frozenset({STARTING, RESTORING, DELETED}),
+    DELETED: frozenset(),
+}
+
+
+def check_transition(name: str, old: str, new: str) -> None:
+    if new not in TRANSITIONS.get(old, frozenset()):
+        raise InvalidTransition(f"session {name!r} cannot go from {old!r} to {new!r}")
+
+
+@dataclass
+class SessionModel:
+    """One session as the registry stores it and every API returns it."""
+
+    name: str
+    kernel_id: str
+    kernel_name: str
+    state: str = STARTING
+    reason: str = ""
+    owner: str | None = None
+    lease_expires: float | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    ttl: float | None = None
+    created: float = 0.0
+    last_activity: float = 0.0
+    restarts: int = 0
+    last_checkpoint: str | None = None
+    connection_info: dict[str, Any] = field(default_factory=dict)
+    pid: int | None = None
+    pid_create_time: float | None = None
+    cwd: str | None = None
+
+    def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
+        """Plain dict; the connection key is left out unless ``secrets``."""
+        d = asdict(self)
+        if not secrets:
+            d.pop("connection_info", None)
+        return d

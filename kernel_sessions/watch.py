@@ -1,0 +1,82 @@
+"""Per-session kernel watcher: readiness and busy/idle from the kernel's iopub stream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+STATUS_STATES = ("busy", "idle")
+KERNEL_INFO_RETRY = 1.0  # seconds before a kernel_info request is sent again
+
+
+def fresh_client(km: Any) -> Any:
+    """A client of ``km`` with a session (and so a ZMQ identity) of its own.
+
+    ``km.client()`` shares the manager's ``Session``, and with it the DEALER identity: two such
+    clients on one kernel collide on the kernel's ROUTER, and after a restart replies go to
+    whichever reconnected first.
+    """
+    from jupyter_client.session import Session
+
+    session = Session(key=km.session.key, signature_scheme=km.session.signature_scheme)
+    return km.client(session=session)
+
+
+class SessionWatcher:
+    """Follows one kernel's iopub ``status`` messages for user executions.
+
+    Status messages caused by our own silent helpers carry this watcher's client session as
+    their parent and are ignored, so a variable listing never flips a session to busy.
+    """
+
+    def __init__(self, km: Any, on_status: Callable[[str], None]) -> None:
+        self.km = km
+        self.on_status = on_status
+        self.client = fresh_client(km)
+        self.client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
+        self._task: asyncio.Task | None = None
+
+    @property
+    def session_id(self) -> str:
+        return self.client.session.session
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Return once the kernel answers kernel_info (a warm kernel: about a millisecond).
+
+        A request that reaches a kernel still binding its sockets can be lost, so it is resent
+        every ``KERNEL_INFO_RETRY`` seconds, as jupyter_client's ``wait_for_ready`` does.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            msg_id = self.client.kernel_info()
+            try:
+                await self.client._async_recv_reply(msg_id, timeout=KERNEL_INFO_RETRY)
+                return
+            except (asyncio.TimeoutError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"kernel did not answer within {timeout:g} s") from None
+                if not await self.km.is_alive():
+                    raise RuntimeError("kernel died while starting") from None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            msg = await self.client.get_iopub_msg()
+            if msg["msg_type"] != "status":
+                continue
+            parent = msg.get("parent_header") or {}
+            if parent.get("msg_type") != "execute_request" or parent.get("session") == self.session_id:
+                continue
+            state = msg["content"].get("execution_state")
+            if state in STATUS_STATES:
+                self.on_status(state)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.client.stop_channels()
