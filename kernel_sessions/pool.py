@@ -30,6 +30,7 @@ POOL_CHECK_INTERVAL = 1.0  # seconds between liveness / ttl sweeps of the spares
 SPARE_READY_TIMEOUT = 60.0  # seconds a spare may take to answer kernel_info
 FIXUP_TIMEOUT = 10.0  # seconds for the hand-out fix-up execute
 ACQUIRE_SAMPLES = 200  # acquire latencies kept for the p50
+HELPER_IDLE_TIMEOUT = 1.0  # seconds to wait for a helper's idle status after its reply
 # start_kernel keywords that a hand-out can honour; anything else gets a cold start
 POOLABLE_KWARGS = frozenset({"cwd", "env", "kernel_id", "independent"})
 
@@ -91,6 +92,7 @@ class PoolMixin(LoggingConfigurable):
         self._pool: dict[str, deque[_Spare]] = {}
         self._pool_stats: dict[str, _Stats] = {}
         self._pool_tasks: set[asyncio.Task] = set()
+        self._discards: set[asyncio.Future] = set()
         self._pool_monitor: asyncio.Task | None = None
         self._pool_started = False
         self._pool_stopping = False
@@ -123,12 +125,18 @@ class PoolMixin(LoggingConfigurable):
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        spares = [s for q in self._pool.values() for s in q]
+        for spare in [s for q in self._pool.values() for s in q]:
+            self._retire(spare)
         self._pool.clear()
-        await asyncio.gather(*(self._discard(s) for s in spares), return_exceptions=True)
+        await asyncio.gather(*list(self._discards), return_exceptions=True)
 
     async def shutdown_all(self, now: bool = False) -> None:
         await self.stop_pool()
+        # a start that failed leaves its id in _pending_kernels, and jupyter_server's
+        # shutdown_kernel raises 404 for it (stock never got here: see __bool__)
+        for kid, task in list(self._pending_kernels.items()):
+            if kid not in self._kernels and task.done():
+                self._pending_kernels.pop(kid, None)
         await super().shutdown_all(now=now)  # type: ignore[misc]
 
     @observe("pool_sizes")
@@ -139,6 +147,12 @@ class PoolMixin(LoggingConfigurable):
             self._refill(name)
 
     # -- counting ---------------------------------------------------------------------------
+
+    def __bool__(self) -> bool:
+        """Always true: ``MultiKernelManager.__len__`` counts running kernels only, and
+        ``ServerApp.cleanup_kernels`` skips ``shutdown_all`` for a falsy manager, which left the
+        (independent) spares running after a server that had no kernels."""
+        return True
 
     def _spare_count(self) -> int:
         return sum(len(q) for q in self._pool.values())
@@ -166,7 +180,7 @@ class PoolMixin(LoggingConfigurable):
         target = int(self.pool_sizes.get(kernel_name, 0))
         while len(queue) > target:
             spare = queue.pop()  # newest first: the oldest are the warmest
-            self._spawn(self._discard(spare))
+            self._retire(spare)
         while len(queue) < target:
             if self.max_kernels and self.kernel_count() >= self.max_kernels:
                 break
@@ -198,7 +212,7 @@ class PoolMixin(LoggingConfigurable):
         cwd = self.pool_cwd or getattr(self, "root_dir", "") or os.getcwd()
         await spare.km.start_kernel(kernel_id=spare.kernel_id, independent=True, cwd=cwd)
         kc = fresh_client(spare.km)
-        kc.start_channels()
+        kc.start_channels(stdin=False, hb=False, control=False)
         spare.client = kc
         await kc.wait_for_ready(timeout=SPARE_READY_TIMEOUT)
         code = self.pool_warmup_code.get(spare.kernel_name)
@@ -212,15 +226,28 @@ class PoolMixin(LoggingConfigurable):
         reply = await kc._async_recv_reply(msg_id, timeout=timeout)
         if reply["content"].get("status") != "ok":
             raise RuntimeError(f"kernel-side helper failed: {reply['content'].get('evalue')}")
+        # the helper's idle status trails its reply: wait for it, so that it never reaches an
+        # activity watcher subscribing after hand-out (jupyter_server would flip a new kernel
+        # from "starting" to "idle" at a random moment, unlike a cold-started one)
+        deadline = time.monotonic() + HELPER_IDLE_TIMEOUT
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await kc.get_iopub_msg(timeout=left)
+            except Exception:  # queue.Empty
+                break
+            if (msg["msg_type"] == "status" and msg["parent_header"].get("msg_id") == msg_id
+                    and msg["content"].get("execution_state") == "idle"):
+                break
         return reply
 
     async def _discard(self, spare: _Spare) -> None:
-        """Stop a spare that was never handed out."""
+        """Stop a spare that was never handed out (its client first: nothing may cancel that)."""
         if not spare.task.done():
             spare.task.cancel()
         await asyncio.gather(spare.task, return_exceptions=True)
         if spare.client is not None:
             spare.client.stop_channels()
+            spare.client = None
         try:
             if spare.km.has_kernel:
                 await spare.km.shutdown_kernel(now=True)
@@ -228,6 +255,12 @@ class PoolMixin(LoggingConfigurable):
                 await spare.km.cleanup_resources()
         except Exception:
             self.log.debug("spare %s: shutdown failed", spare.kernel_id, exc_info=True)
+
+    def _retire(self, spare: _Spare) -> None:
+        """Discard ``spare`` in the background; ``stop_pool`` waits for it, never cancels it."""
+        task = asyncio.ensure_future(self._discard(spare))
+        self._discards.add(task)
+        task.add_done_callback(self._discards.discard)
 
     async def _monitor(self) -> None:
         """Replace spares that died or outlived ``pool_ttl``."""
@@ -248,7 +281,7 @@ class PoolMixin(LoggingConfigurable):
                             "replace", kernel_name=name, kernel_id=spare.kernel_id,
                             why="expired" if alive else "died",
                         )
-                        self._spawn(self._discard(spare))
+                        self._retire(spare)
                         self._refill(name)
 
     # -- hand-out ---------------------------------------------------------------------------
@@ -264,7 +297,7 @@ class PoolMixin(LoggingConfigurable):
                     return spare
             except Exception:
                 self.log.warning("spare %s failed to start", spare.kernel_id, exc_info=True)
-            self._spawn(self._discard(spare))
+            self._retire(spare)
         return None
 
     async def _pool_or_cold_start(self, *, kernel_name: str | None = None, **kwargs: Any) -> str:
@@ -288,7 +321,7 @@ class PoolMixin(LoggingConfigurable):
                     kernel_id = await self._hand_out(spare, kwargs)
                 except Exception:
                     self.log.warning("hand-out of %s failed", spare.kernel_id, exc_info=True)
-                    self._spawn(self._discard(spare))
+                    self._retire(spare)
                 else:
                     stats.hits += 1
                     stats.acquire_ms.append((time.perf_counter() - t0) * 1000)
@@ -322,6 +355,8 @@ class PoolMixin(LoggingConfigurable):
             km.kernel_id = kernel_id
             if km.provisioner is not None:
                 km.provisioner.kernel_id = kernel_id
+        if cwd and km.provisioner is not None and hasattr(km.provisioner, "cwd"):
+            km.provisioner.cwd = str(cwd)  # jupyter_server's /api/resolvePath reads it
         self._kernels[kernel_id] = km
         return kernel_id
 

@@ -20,7 +20,9 @@ def fresh_client(km: Any) -> Any:
     from jupyter_client.session import Session
 
     session = Session(key=km.session.key, signature_scheme=km.session.signature_scheme)
-    return km.client(session=session)
+    # the manager's zmq context: a context per client would be terminated whenever the
+    # garbage collector gets to it, which blocks while any of its sockets lingers
+    return km.client(session=session, context=km.context)
 
 
 class SessionWatcher:
