@@ -135,5 +135,24 @@ async def adopt(mkm: Any, model: SessionModel, cwd: str) -> Any | None:
     km.start_restarter()
     if not km.ready.done():
         km.ready.set_result(None)
+    # as if this manager had started it: later shutdowns and restarts get fresh `ready` futures
+    km._attempted_start = True
     mkm._kernels[model.kernel_id] = km
+    _server_bookkeeping(mkm, model.kernel_id, km)
     return km
+
+
+def _server_bookkeeping(mkm: Any, kernel_id: str, km: Any) -> None:
+    """Record what jupyter_server's MappingKernelManager records for kernels it starts itself
+    (activity, connections, ports, dead callback); without it ``/api/kernels`` fails (500)."""
+    if not hasattr(mkm, "start_watching_activity"):
+        return
+    from jupyter_server._tz import utcnow
+
+    km.execution_state = "idle"
+    km.reason = ""
+    km.last_activity = utcnow()
+    mkm._kernel_connections[kernel_id] = 0
+    mkm._kernel_ports[kernel_id] = km.ports
+    mkm.start_watching_activity(kernel_id)
+    mkm.add_restart_callback(kernel_id, lambda: mkm._handle_kernel_died(kernel_id), "dead")

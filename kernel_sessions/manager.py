@@ -75,6 +75,7 @@ class KernelSessionManager(LoggingConfigurable):
         self._watchers: dict[str, SessionWatcher] = {}
         self._expected_exit: set[str] = set()  # kernel ids we are stopping or restarting
         self._tasks: list[asyncio.Task] = []
+        self._op_locks: dict[str, asyncio.Lock] = {}
         self._started = False
         self.registry: Registry | None = None
 
@@ -130,8 +131,8 @@ class KernelSessionManager(LoggingConfigurable):
         for name in list(self._sessions):
             model = self._sessions[name]
             if keep:
-                if model.kernel_id in km:
-                    km.release_kernel(model.kernel_id) if hasattr(km, "release_kernel") else None
+                if model.kernel_id in km and hasattr(km, "release_kernel"):
+                    km.release_kernel(model.kernel_id)
             else:
                 await self.delete(name)
         if self._owns_km:
@@ -191,13 +192,20 @@ class KernelSessionManager(LoggingConfigurable):
         model = self._sessions.get(name)
         if model is None:
             raise SessionNotFound(f"no session named {name!r}")
+        watcher = self._watchers.get(name)
+        if watcher is not None:
+            watcher.drain()
         return model
+
+    def _lock(self, model: SessionModel) -> asyncio.Lock:
+        """One lifecycle operation (restart, delete, expiry) at a time per kernel."""
+        return self._op_locks.setdefault(model.kernel_id or model.name, asyncio.Lock())
 
     async def get(self, name: str) -> SessionModel:
         return self._model(name)
 
     async def list(self) -> list[SessionModel]:
-        return [self._sessions[n] for n in sorted(self._sessions)]
+        return [self._model(n) for n in sorted(self._sessions)]
 
     def kernel_id(self, name: str) -> str:
         return self._model(name).kernel_id
@@ -248,6 +256,8 @@ class KernelSessionManager(LoggingConfigurable):
             if model.kernel_id and model.kernel_id in self.kernel_manager:
                 await self.kernel_manager.shutdown_kernel(model.kernel_id, now=True)
             raise
+        if owner:  # the lease runs from when the session is usable
+            model.lease_expires = time.time() + (lease_seconds or self.lease_seconds)
         self._transition(model, M.IDLE, "created")
         return model
 
@@ -276,6 +286,13 @@ class KernelSessionManager(LoggingConfigurable):
     async def delete(self, name: str) -> None:
         """End the session: its kernel stops and its record goes."""
         model = self._model(name)
+        async with self._lock(model):
+            if self._sessions.get(model.name) is not model:
+                raise SessionNotFound(f"no session named {name!r}")
+            await self._delete(model)
+
+    async def _delete(self, model: SessionModel) -> None:
+        name = model.name
         self._transition(model, M.DELETED, "deleted")
         self._sessions.pop(name, None)
         watcher = self._watchers.pop(name, None)
@@ -289,6 +306,7 @@ class KernelSessionManager(LoggingConfigurable):
             finally:
                 self._expected_exit.discard(model.kernel_id)
         self.registry.delete(name)
+        self._op_locks.pop(model.kernel_id, None)
 
     async def rename(self, old: str, new: str) -> SessionModel:
         model = self._model(old)
@@ -314,6 +332,10 @@ class KernelSessionManager(LoggingConfigurable):
     async def restart(self, name: str) -> SessionModel:
         """Restart the kernel in place: same kernel id, empty namespace."""
         model = self._model(name)
+        async with self._lock(model):
+            return await self._restart(model)
+
+    async def _restart(self, model: SessionModel) -> SessionModel:
         self._transition(model, M.STARTING, "restart requested")
         kid = model.kernel_id
         self._expected_exit.add(kid)
@@ -404,6 +426,8 @@ class KernelSessionManager(LoggingConfigurable):
             now = time.time()
             for model in list(self._sessions.values()):
                 try:
+                    if model.state == M.STARTING:
+                        continue
                     if model.owner and model.lease_expires and model.lease_expires < now:
                         self.log.info("session %s: lease of %s lapsed", model.name, model.owner)
                         await self.delete(model.name)
@@ -415,6 +439,11 @@ class KernelSessionManager(LoggingConfigurable):
 
     async def _expire(self, model: SessionModel) -> None:
         """An idle session past its TTL: stop its kernel, keep the record."""
+        async with self._lock(model):
+            if model.state == M.IDLE:
+                await self._stop_expired(model)
+
+    async def _stop_expired(self, model: SessionModel) -> None:
         self._expected_exit.add(model.kernel_id)
         try:
             self._transition(model, M.DEAD, f"expired: idle for more than {model.ttl:g} s")

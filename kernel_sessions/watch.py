@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+
+import zmq
 from typing import Any, Callable
 
 STATUS_STATES = ("busy", "idle")
@@ -66,8 +68,28 @@ class SessionWatcher:
             self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
+        sock = self.client.iopub_channel.socket
         while True:
-            msg = await self.client.get_iopub_msg()
+            await sock.poll(flags=zmq.POLLIN)
+            self.drain()
+
+    def drain(self) -> None:
+        """Handle every iopub message already received, without waiting.
+
+        Called before a session's state is read, so that a client which has just seen its
+        execution finish also sees the session idle.
+        """
+        if self._task is None or self.client.iopub_channel is None:
+            return
+        sock = zmq.Socket.shadow(self.client.iopub_channel.socket.underlying)
+        session = self.client.session
+        while True:
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            _, wire = session.feed_identities(parts)
+            msg = session.deserialize(wire, content=True)
             if msg["msg_type"] != "status":
                 continue
             parent = msg.get("parent_header") or {}
