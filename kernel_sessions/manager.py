@@ -23,7 +23,7 @@ from . import models as M
 from .adoption import adopt, process_create_time
 from .errors import InvalidTransition, SessionNotFound
 from .models import SessionModel, check_transition, validate_name
-from .pool import PooledMultiKernelManager
+from .pool import PooledMultiKernelManager, handed_out_warm
 from .registry import Registry, secure_dir
 from .watch import SessionWatcher, fresh_client
 
@@ -249,7 +249,8 @@ class KernelSessionManager(LoggingConfigurable):
             model.kernel_id = await self.kernel_manager.start_kernel(
                 kernel_name=model.kernel_name, independent=True, cwd=self.root_dir
             )
-            await self._attach_kernel(model)
+            km = self.kernel_manager.get_kernel(model.kernel_id)
+            await self._attach_kernel(model, wait=not handed_out_warm(km))
         except BaseException:
             self._sessions.pop(name, None)
             self.registry.delete(name)

@@ -34,7 +34,14 @@ HELPER_IDLE_TIMEOUT = 1.0  # seconds to wait for a helper's idle status after it
 # start_kernel keywords that a hand-out can honour; anything else gets a cold start
 POOLABLE_KWARGS = frozenset({"cwd", "env", "kernel_id", "independent"})
 
+WARM_MARK = "_kernel_sessions_warm"  # set on kernel managers handed out from the pool
+
 PoolObserver = Callable[[str, dict], None]
+
+
+def handed_out_warm(km: Any) -> bool:
+    """True for a kernel that came from the pool: it already answered kernel_info."""
+    return bool(getattr(km, WARM_MARK, False))
 
 
 @dataclass
@@ -45,6 +52,7 @@ class _Spare:
     task: asyncio.Task
     created: float = field(default_factory=time.monotonic)
     client: Any = None
+    cwd: str = ""
 
 
 @dataclass
@@ -209,7 +217,7 @@ class PoolMixin(LoggingConfigurable):
         return spare
 
     async def _launch_spare(self, spare: _Spare) -> _Spare:
-        cwd = self.pool_cwd or getattr(self, "root_dir", "") or os.getcwd()
+        cwd = spare.cwd = self.pool_cwd or getattr(self, "root_dir", "") or os.getcwd()
         await spare.km.start_kernel(kernel_id=spare.kernel_id, independent=True, cwd=cwd)
         kc = fresh_client(spare.km)
         kc.start_channels(stdin=False, hb=False, control=False)
@@ -340,6 +348,8 @@ class PoolMixin(LoggingConfigurable):
         independent = bool(kwargs.get("independent", False))
         env = {k: v for k, v in (kwargs.get("env") or {}).items() if os.environ.get(k) != v}
         cwd = kwargs.get("cwd")
+        if cwd and os.path.realpath(cwd) == os.path.realpath(spare.cwd):
+            cwd = None  # already there: spare the ~10 ms round trip
         parent_pid = 0 if independent else os.getpid()
         if cwd or env or parent_pid:
             code = call_code("fixup", "apply", cwd=str(cwd) if cwd else None, env=env,
@@ -357,6 +367,7 @@ class PoolMixin(LoggingConfigurable):
                 km.provisioner.kernel_id = kernel_id
         if cwd and km.provisioner is not None and hasattr(km.provisioner, "cwd"):
             km.provisioner.cwd = str(cwd)  # jupyter_server's /api/resolvePath reads it
+        setattr(km, WARM_MARK, True)
         self._kernels[kernel_id] = km
         return kernel_id
 
