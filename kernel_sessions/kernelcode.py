@@ -40,3 +40,20 @@ def call_code(module: str, func: str, *args: object, **kwargs: object) -> str:
         f"(lambda m, a: m.{func}(*a[0], **a[1]))"
         f"({install_expr(module)}, __import__('json').loads({payload!r}))"
     )
+
+
+def ns_call_code(module: str, func: str, *args: object, hidden: bool = False,
+                 **kwargs: object) -> str:
+    """Like :func:`call_code`, with the shell's user namespace as first argument.
+
+    ``hidden=True`` also passes IPython's ``user_ns_hidden`` (names IPython put there itself).
+    The shell is reached through ``IPython.get_ipython()``, never through a name the user
+    could have rebound.
+    """
+    payload = json.dumps([list(args), kwargs])
+    extra = "hidden=ip.user_ns_hidden, " if hidden else ""
+    return (
+        f"(lambda m, a, ip: m.{func}(ip.user_ns, *a[0], {extra}**a[1]))"
+        f"({install_expr(module)}, __import__('json').loads({payload!r}), "
+        "__import__('IPython').get_ipython())"
+    )

@@ -25,6 +25,7 @@ from .errors import InvalidTransition, SessionNotFound
 from .models import SessionModel, check_transition, validate_name
 from .pool import PooledMultiKernelManager, handed_out_warm
 from .registry import Registry, secure_dir
+from .variables import VariablesService
 from .watch import SessionWatcher, fresh_client
 
 SCHEMA_DIR = Path(__file__).parent / "event_schemas"
@@ -78,6 +79,7 @@ class KernelSessionManager(LoggingConfigurable):
         self._op_locks: dict[str, asyncio.Lock] = {}
         self._started = False
         self.registry: Registry | None = None
+        self.vars = VariablesService(self, parent=self)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -219,6 +221,20 @@ class KernelSessionManager(LoggingConfigurable):
         kc.start_channels()
         model.last_activity = time.time()
         return kc
+
+    # -- variables (see variables.py) -----------------------------------------------------
+
+    async def variables(self, name: str, **kw: Any) -> list[dict]:
+        """The session's user variables, read without running a cell."""
+        return (await self.vars.list(name, **kw))["variables"]
+
+    async def push(self, name: str, **values: Any) -> None:
+        """Bind each value (dill-pickled, so functions and classes travel) in the session."""
+        await self.vars.push(name, **values)
+
+    async def pull(self, name: str, var: str) -> Any:
+        """A copy of the session's variable ``var``."""
+        return await self.vars.pull(name, var)
 
     def pool_stats(self) -> dict:
         km = self.kernel_manager

@@ -38,8 +38,11 @@ class SessionWatcher:
         self.km = km
         self.on_status = on_status
         self.client = fresh_client(km)
-        self.client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
+        self.client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
         self._task: asyncio.Task | None = None
+        self._calls = asyncio.Lock()  # one helper request in flight: replies are read in order
+        self._subshell: str | None = None
+        self._subshells_supported: bool | None = None
 
     @property
     def session_id(self) -> str:
@@ -98,6 +101,56 @@ class SessionWatcher:
             state = msg["content"].get("execution_state")
             if state in STATUS_STATES:
                 self.on_status(state)
+
+    async def evaluate(self, expr: str, timeout: float, *, concurrent: bool = False) -> str:
+        """Evaluate ``expr`` silently in the kernel and return its ``text/plain`` result.
+
+        Runs as ``user_expressions`` of a silent, history-less execute from this watcher's own
+        session: no execution count, no ``In``/``Out``/``_``, no iopub output, and its
+        busy/idle is ignored by the watcher. With ``concurrent`` it goes to a kernel subshell
+        (ipykernel >= 7), which answers while a cell runs on the main shell.
+        """
+        async with self._calls:
+            content = {"code": "", "silent": True, "store_history": False,
+                       "user_expressions": {"r": expr}, "allow_stdin": False,
+                       "stop_on_error": False}
+            msg = self.client.session.msg("execute_request", content)
+            if concurrent:
+                sid = await self._subshell_id(timeout)
+                if sid is not None:
+                    msg["header"]["subshell_id"] = sid
+            self.client.shell_channel.send(msg)
+            reply = await self._reply(msg["header"]["msg_id"], timeout)
+        result = reply["content"].get("user_expressions", {}).get("r", {})
+        if reply["content"].get("status") != "ok" or result.get("status") != "ok":
+            err = result or reply["content"]
+            raise RuntimeError(f"{err.get('ename', 'Error')}: {err.get('evalue', '')}")
+        return result["data"]["text/plain"]
+
+    async def _reply(self, msg_id: str, timeout: float, channel: str = "shell") -> dict:
+        try:
+            return await self.client._async_recv_reply(msg_id, timeout=timeout, channel=channel)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise TimeoutError(f"kernel did not answer within {timeout:g} s") from None
+
+    async def _subshell_id(self, timeout: float) -> str | None:
+        """This watcher's subshell, created on first use; None if the kernel has none."""
+        if self._subshells_supported is None:  # asked on control: the shell may be busy
+            ask = self.client.session.msg("kernel_info_request", {})
+            self.client.control_channel.send(ask)
+            info = await self._reply(ask["header"]["msg_id"], timeout, channel="control")
+            features = info["content"].get("supported_features", [])
+            self._subshells_supported = "kernel subshells" in features
+        if self._subshells_supported and self._subshell is None:
+            msg = self.client.session.msg("create_subshell_request", {})
+            self.client.control_channel.send(msg)
+            reply = await self._reply(msg["header"]["msg_id"], timeout, channel="control")
+            self._subshell = reply["content"].get("subshell_id")
+        return self._subshell
+
+    @property
+    def answers_while_busy(self) -> bool:
+        return bool(self._subshells_supported)
 
     def stop(self) -> None:
         if self._task is not None:
