@@ -29,3 +29,10 @@ __all__ = [
     "SessionModel",
     "SessionNotFound",
 ]
+
+
+def _jupyter_server_extension_points() -> list[dict]:
+    """The jupyter_server extension (imported lazily: the package works without a server)."""
+    from .extension import KernelSessionsApp
+
+    return [{"module": "kernel_sessions.extension", "app": KernelSessionsApp}]

@@ -40,3 +40,38 @@ class InvalidTransition(KernelSessionError):
 class KernelLimitError(KernelSessionError, RuntimeError):
     reason = "kernel_limit"
     status = 429
+
+
+class CheckpointError(KernelSessionError):
+    """A checkpoint operation refused; ``reason`` may be narrowed per instance."""
+
+    reason = "checkpoint_error"
+    status = 400
+
+    def __init__(self, message: str = "", reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class CheckpointNotFound(CheckpointError, KeyError):
+    reason = "checkpoint_not_found"
+    status = 404
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "checkpoint not found"
+
+
+class CheckpointInvalid(CheckpointError):
+    """Unusable checkpoint: "tampered", "wrong_session", "wrong_id", "missing_blob", "corrupt"."""
+
+    reason = "invalid_checkpoint"
+    status = 409
+
+
+class CheckpointKeyError(CheckpointError):
+    """The HMAC key file is unsafe or unreadable: an admin must fix it (not the client's fault,
+    not a bug either, hence 503 rather than 4xx/500)."""
+
+    reason = "checkpoint_key"
+    status = 503

@@ -23,8 +23,11 @@ def module_source(module: str) -> str:
 
 def install_expr(module: str) -> str:
     """An expression evaluating to the installed module, installing it on first use."""
-    key = PRIVATE_PREFIX + module
-    src = module_source(module)
+    return source_install_expr(PRIVATE_PREFIX + module, module_source(module))
+
+
+def source_install_expr(key: str, src: str) -> str:
+    """Install ``src`` as module ``key`` in the kernel (once) and evaluate to it."""
     return (
         f"(__import__('sys').modules.get({key!r}) or "
         "(lambda m, s, sys: (exec(compile(s, m.__name__, 'exec'), m.__dict__), "
