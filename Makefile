@@ -27,6 +27,8 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(PY) bench/pool.py
+	$(PY) bench/variables.py
+	$(PY) bench/server.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -14,6 +14,25 @@ import json
 from importlib import resources
 
 PRIVATE_PREFIX = "_kernel_sessions_"
+HELPER_MSG_PREFIX = "kernel-sessions-helper-"  # msg_id prefix of every helper request
+
+
+def helper_execute(kc: object, code: str, user_expressions: dict | None = None,
+                   subshell_id: str | None = None) -> str:
+    """Send a silent, history-less execute on ``kc``'s shell channel; return its msg_id.
+
+    The msg_id carries ``HELPER_MSG_PREFIX``, so watchers can tell the busy/idle this causes
+    from a user's execution.
+    """
+    content = {"code": code, "silent": True, "store_history": False,
+               "user_expressions": user_expressions or {}, "allow_stdin": False,
+               "stop_on_error": False}
+    msg = kc.session.msg("execute_request", content)  # type: ignore[attr-defined]
+    msg["header"]["msg_id"] = msg["msg_id"] = HELPER_MSG_PREFIX + msg["header"]["msg_id"]
+    if subshell_id is not None:
+        msg["header"]["subshell_id"] = subshell_id
+    kc.shell_channel.send(msg)  # type: ignore[attr-defined]
+    return msg["header"]["msg_id"]
 
 
 @functools.lru_cache(maxsize=None)

@@ -428,7 +428,10 @@ class KernelSessionManager(LoggingConfigurable):
                 if model.state in (M.DEAD, M.HIBERNATED, M.DELETED, M.STARTING):
                     continue
                 kid = model.kernel_id
-                if kid in self._expected_exit or kid not in self.kernel_manager:
+                if kid in self._expected_exit:
+                    continue
+                if kid not in self.kernel_manager:  # e.g. jupyter_server gave up restarting it
+                    self._transition(model, M.DEAD, "kernel gone: its restarts failed")
                     continue
                 km = self.kernel_manager.get_kernel(kid)
                 if await km.is_alive():

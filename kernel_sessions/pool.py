@@ -23,7 +23,7 @@ from traitlets import Dict, Float, Integer, Unicode, observe
 from traitlets.config import LoggingConfigurable
 
 from .errors import KernelLimitError
-from .kernelcode import call_code
+from .kernelcode import call_code, helper_execute
 from .watch import fresh_client
 
 POOL_CHECK_INTERVAL = 1.0  # seconds between liveness / ttl sweeps of the spares
@@ -223,6 +223,9 @@ class PoolMixin(LoggingConfigurable):
         kc.start_channels(stdin=False, hb=False, control=False)
         spare.client = kc
         await kc.wait_for_ready(timeout=SPARE_READY_TIMEOUT)
+        # tied to this process until hand-out: a killed server leaves no spare behind
+        await self._silent(kc, call_code("fixup", "apply", parent_pid=os.getpid()),
+                           SPARE_READY_TIMEOUT)
         code = self.pool_warmup_code.get(spare.kernel_name)
         if code:
             await self._silent(kc, call_code("fixup", "warmup", code), SPARE_READY_TIMEOUT)
@@ -230,7 +233,7 @@ class PoolMixin(LoggingConfigurable):
 
     @staticmethod
     async def _silent(kc: Any, code: str, timeout: float) -> dict:
-        msg_id = kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+        msg_id = helper_execute(kc, code)
         reply = await kc._async_recv_reply(msg_id, timeout=timeout)
         if reply["content"].get("status") != "ok":
             raise RuntimeError(f"kernel-side helper failed: {reply['content'].get('evalue')}")
@@ -351,10 +354,12 @@ class PoolMixin(LoggingConfigurable):
         if cwd and os.path.realpath(cwd) == os.path.realpath(spare.cwd):
             cwd = None  # already there: spare the ~10 ms round trip
         parent_pid = 0 if independent else os.getpid()
-        if cwd or env or parent_pid:
+        if cwd or env:
             code = call_code("fixup", "apply", cwd=str(cwd) if cwd else None, env=env,
                              parent_pid=parent_pid)
             await self._silent(spare.client, code, FIXUP_TIMEOUT)
+        elif independent:  # only cut the tie to this process: no need to wait for it
+            helper_execute(spare.client, call_code("fixup", "release_parent"))
         spare.client.stop_channels()
         spare.client = None
         # a restart must give what a cold start with these arguments would have given

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any, Callable
 
 import zmq
-from typing import Any, Callable
+
+from .kernelcode import HELPER_MSG_PREFIX, helper_execute
 
 STATUS_STATES = ("busy", "idle")
 KERNEL_INFO_RETRY = 1.0  # seconds before a kernel_info request is sent again
@@ -30,8 +32,8 @@ def fresh_client(km: Any) -> Any:
 class SessionWatcher:
     """Follows one kernel's iopub ``status`` messages for user executions.
 
-    Status messages caused by our own silent helpers carry this watcher's client session as
-    their parent and are ignored, so a variable listing never flips a session to busy.
+    Status messages caused by our own silent helpers (their parent msg_id carries
+    ``HELPER_MSG_PREFIX``) are ignored, so a variable listing never flips a session to busy.
     """
 
     def __init__(self, km: Any, on_status: Callable[[str], None]) -> None:
@@ -43,10 +45,6 @@ class SessionWatcher:
         self._calls = asyncio.Lock()  # one helper request in flight: replies are read in order
         self._subshell: str | None = None
         self._subshells_supported: bool | None = None
-
-    @property
-    def session_id(self) -> str:
-        return self.client.session.session
 
     async def wait_ready(self, timeout: float) -> None:
         """Return once the kernel answers kernel_info (a warm kernel: about a millisecond).
@@ -96,8 +94,9 @@ class SessionWatcher:
             if msg["msg_type"] != "status":
                 continue
             parent = msg.get("parent_header") or {}
-            if parent.get("msg_type") != "execute_request" or parent.get("session") == self.session_id:
-                continue
+            if (parent.get("msg_type") != "execute_request"
+                    or str(parent.get("msg_id", "")).startswith(HELPER_MSG_PREFIX)):
+                continue  # not a user's execution: one of our silent helpers
             state = msg["content"].get("execution_state")
             if state in STATUS_STATES:
                 self.on_status(state)
@@ -111,16 +110,9 @@ class SessionWatcher:
         (ipykernel >= 7), which answers while a cell runs on the main shell.
         """
         async with self._calls:
-            content = {"code": "", "silent": True, "store_history": False,
-                       "user_expressions": {"r": expr}, "allow_stdin": False,
-                       "stop_on_error": False}
-            msg = self.client.session.msg("execute_request", content)
-            if concurrent:
-                sid = await self._subshell_id(timeout)
-                if sid is not None:
-                    msg["header"]["subshell_id"] = sid
-            self.client.shell_channel.send(msg)
-            reply = await self._reply(msg["header"]["msg_id"], timeout)
+            sid = await self._subshell_id(timeout) if concurrent else None
+            msg_id = helper_execute(self.client, "", {"r": expr}, subshell_id=sid)
+            reply = await self._reply(msg_id, timeout)
         result = reply["content"].get("user_expressions", {}).get("r", {})
         if reply["content"].get("status") != "ok" or result.get("status") != "ok":
             err = result or reply["content"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -169,3 +170,48 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return sys.platform != "linux"
+
+
+async def test_spares_die_with_their_manager_but_session_kernels_do_not(tmp_path):
+    """A SIGKILLed manager leaves no spare behind; a kernel handed to a session lives on."""
+    import subprocess
+    import textwrap
+
+    script = tmp_path / "holder.py"
+    script.write_text(textwrap.dedent('''
+        import asyncio, sys
+        from kernel_sessions import PooledMultiKernelManager
+
+        async def main():
+            m = PooledMultiKernelManager(pool_sizes={"python3": 2}, connection_dir=sys.argv[1])
+            await m.start_pool()
+            while m.pool_stats()["python3"]["ready"] < 2:
+                await asyncio.sleep(0.05)
+            kid = await m.start_kernel(kernel_name="python3", independent=True)
+            await asyncio.sleep(0.5)  # the untie message is not awaited
+            while m.pool_stats()["python3"]["ready"] < 2:  # refilled spares are tied once ready
+                await asyncio.sleep(0.05)
+            spares = [s.km.provisioner.pid for s in m._pool["python3"]]
+            with open(sys.argv[2], "w") as f:
+                f.write(" ".join(map(str, [m.get_kernel(kid).provisioner.pid, *spares])))
+            await asyncio.sleep(3600)
+
+        asyncio.run(main())
+    '''))
+    log = tmp_path / "pids.txt"
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(log)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await wait_for(lambda: log.exists() or proc.poll() is not None, 60)
+        pids = [int(p) for p in log.read_text().split()]
+    finally:
+        proc.kill()
+        proc.wait()
+    session_pid, spares = pids[0], pids[1:]
+    assert spares
+    try:
+        await wait_for(lambda: not any(_alive(p) for p in spares), 10)
+        await asyncio.sleep(1.5)
+        assert _alive(session_pid)
+    finally:
+        os.kill(session_pid, signal.SIGKILL)

@@ -8,43 +8,51 @@ execute: it binds nothing in the user namespace and never prints.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 
 POLLER_THREAD_NAME = "kernel-sessions-parent-poller"
+PARENT_POLL_INTERVAL = 1.0  # seconds between checks that the parent process is still there
+_released = threading.Event()
 
 
 def apply(cwd: str | None = None, env: dict[str, str] | None = None, parent_pid: int = 0) -> None:
-    """Move the kernel to ``cwd``, merge ``env`` and, if asked, tie its life to ``parent_pid``."""
+    """Move the kernel to ``cwd``, merge ``env``; tie its life to ``parent_pid`` or untie it."""
     if env:
         os.environ.update({str(k): str(v) for k, v in env.items()})
     if cwd:
         os.chdir(cwd)
-        # Imports relative to the notebook's folder must work as in a cold-started kernel,
-        # whose sys.path[0] is '' (the cwd at import time).
     if parent_pid:
         watch_parent(parent_pid)
+    else:
+        release_parent()
 
 
 def watch_parent(parent_pid: int) -> None:
     """Exit when ``parent_pid`` goes, as ipykernel does for kernels started with JPY_PARENT_PID.
 
-    Spares start independent so that sessions can outlive the server; an ordinary notebook
-    kernel must not, so it gets ipykernel's own parent poller after hand-out.
+    Spares start independent (so that a session can outlive the server) but are tied to the
+    pool's process right away, so a killed server leaves no spare behind; the tie is cut on
+    hand-out to a session and kept for an ordinary notebook kernel. Unlike ipykernel's poller,
+    this one can be stopped.
     """
-    if any(t.name == POLLER_THREAD_NAME for t in threading.enumerate()):
+    _released.clear()
+    if any(t.name == POLLER_THREAD_NAME and t.is_alive() for t in threading.enumerate()):
         return
     if os.getppid() != parent_pid:
         return
-    try:
-        from ipykernel.parentpoller import ParentPollerUnix
-    except ImportError:  # not an ipykernel: nothing to tie
-        return
-    if sys.platform == "win32":
-        return
-    poller = ParentPollerUnix(parent_pid=parent_pid)
-    poller.name = POLLER_THREAD_NAME
-    poller.start()
+    threading.Thread(target=_poll_parent, args=(parent_pid,), name=POLLER_THREAD_NAME,
+                     daemon=True).start()
+
+
+def release_parent() -> None:
+    """Let the kernel outlive the process that started it."""
+    _released.set()
+
+
+def _poll_parent(parent_pid: int) -> None:
+    while not _released.wait(PARENT_POLL_INTERVAL):
+        if os.getppid() != parent_pid:
+            os._exit(1)  # the parent is gone: nothing would ever shut this kernel down
 
 
 def warmup(code: str) -> None:
