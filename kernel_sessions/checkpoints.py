@@ -32,8 +32,17 @@ from jupyter_core.paths import jupyter_data_dir
 from traitlets import Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from .errors import CheckpointError, CheckpointInvalid, CheckpointKeyError, CheckpointNotFound
-from .kernel.snapshot import DIR_MODE, FILE_MODE, TMP_SUFFIX  # GC must know the kernel's temps
+from .errors import (
+    CheckpointError,
+    CheckpointInvalid,
+    CheckpointKeyError,
+    CheckpointNotFound,
+)
+from .kernel.snapshot import (  # GC must know the kernel's temps
+    DIR_MODE,
+    FILE_MODE,
+    TMP_SUFFIX,
+)
 from .models import validate_name
 
 MANIFEST_FORMAT = 1

@@ -22,10 +22,18 @@ from tornado import web
 from . import execution, metrics
 from . import models as M
 from .adoption import CREATE_TIME_SLACK
+from .handlers_base import (
+    ApiError,
+    KernelSessionsHandler,
+    bad_request,
+    finite_number,
+    isotime,
+)
 from .handlers_variables import routes as variables_routes
-from .handlers_base import ApiError, KernelSessionsHandler, bad_request, finite_number, isotime
 from .models import SessionModel, validate_name
-from .server_kernels import ROW_TYPE as PICKER_ROW_TYPE  # the picker's rows are no notebooks
+from .server_kernels import (
+    ROW_TYPE as PICKER_ROW_TYPE,  # the picker's rows are no notebooks
+)
 
 API_ROOT = "api/kernel-sessions"
 SPEC_PATH = Path(__file__).with_name("api.yaml")

@@ -204,10 +204,20 @@ class KernelSessionManager(LoggingConfigurable):
         return self._op_locks.setdefault(model.kernel_id or model.name, asyncio.Lock())
 
     async def get(self, name: str) -> SessionModel:
-        return self._model(name)
+        model = self._model(name)
+        watcher = self._watchers.get(name)
+        if watcher is not None:
+            await watcher.settle(model.state == M.BUSY)
+        return model
 
     async def list(self) -> list[SessionModel]:
-        return [self._model(n) for n in sorted(self._sessions)]
+        out = []
+        for name in sorted(self._sessions):
+            try:
+                out.append(await self.get(name))
+            except SessionNotFound:  # renamed or deleted while we were listing
+                continue
+        return out
 
     def kernel_id(self, name: str) -> str:
         return self._model(name).kernel_id

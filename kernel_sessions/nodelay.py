@@ -9,7 +9,9 @@ is open, which is the first moment its socket exists.
 
 from __future__ import annotations
 
-from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+from jupyter_server.services.kernels.connection.channels import (
+    ZMQChannelsWebsocketConnection,
+)
 
 
 class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):

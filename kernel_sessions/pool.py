@@ -18,7 +18,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from jupyter_client.multikernelmanager import AsyncMultiKernelManager, MultiKernelManager
+from jupyter_client.multikernelmanager import (
+    AsyncMultiKernelManager,
+    MultiKernelManager,
+)
 from traitlets import Dict, Float, Integer, Unicode, observe
 from traitlets.config import LoggingConfigurable
 

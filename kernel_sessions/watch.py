@@ -12,6 +12,7 @@ from .kernelcode import HELPER_MSG_PREFIX, helper_execute
 
 STATUS_STATES = ("busy", "idle")
 KERNEL_INFO_RETRY = 1.0  # seconds before a kernel_info request is sent again
+SETTLE_TIMEOUT = 0.02  # seconds a busy-looking session's state read waits for a pending idle
 
 
 def fresh_client(km: Any) -> Any:
@@ -73,6 +74,17 @@ class SessionWatcher:
         while True:
             await sock.poll(flags=zmq.POLLIN)
             self.drain()
+
+    async def settle(self, busy: bool) -> None:
+        """Drain; while the session looks busy, give an idle already on its way a moment.
+
+        A client that saw its execution finish on its own iopub socket may get here a little
+        before our socket has the same ``idle``: ``SETTLE_TIMEOUT`` covers that gap.
+        """
+        self.drain()
+        if busy and self._task is not None and self.client.iopub_channel is not None:
+            if await self.client.iopub_channel.socket.poll(SETTLE_TIMEOUT * 1000):
+                self.drain()
 
     def drain(self) -> None:
         """Handle every iopub message already received, without waiting.

@@ -3,9 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.util
 import json
+import sys
 import time
-from typing import Any, Callable
+import types
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+KERNEL_DIR = Path(__file__).resolve().parents[1] / "kernel_sessions" / "kernel"
+
+
+@contextlib.contextmanager
+def kernel_module(module: str, alias: str) -> Iterator[types.ModuleType]:
+    """Load ``kernel_sessions/kernel/<module>.py`` as plain Python under a private name.
+
+    The kernel-side modules import only the standard library, as they do inside a kernel.
+    """
+    spec = importlib.util.spec_from_file_location(alias, KERNEL_DIR / f"{module}.py")
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[alias] = loaded
+    try:
+        spec.loader.exec_module(loaded)
+        yield loaded
+    finally:
+        sys.modules.pop(alias, None)
 
 
 def started_client(km: Any) -> Any:

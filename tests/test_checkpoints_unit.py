@@ -3,24 +3,31 @@ kernel/snapshot.py dumping plain dict namespaces; no kernel is started."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
-import sys
 import time
 import types
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from kernel_sessions.checkpoints import (
-    GC_GRACE_SECONDS, CheckpointStore, canonical, validate_checkpoint_id,
+    GC_GRACE_SECONDS,
+    CheckpointStore,
+    canonical,
+    validate_checkpoint_id,
 )
 from kernel_sessions.errors import (
-    CheckpointError, CheckpointInvalid, CheckpointKeyError, CheckpointNotFound,
+    CheckpointError,
+    CheckpointInvalid,
+    CheckpointKeyError,
+    CheckpointNotFound,
     InvalidSessionName,
 )
+
+from .kernels import kernel_module
 
 SNAPSHOT_PATH = Path(__file__).resolve().parents[1] / "kernel_sessions" / "kernel" / "snapshot.py"
 SPEC = "python3"
@@ -29,14 +36,9 @@ OLD = GC_GRACE_SECONDS + 60  # seconds: comfortably past the GC grace
 
 
 @pytest.fixture(scope="module")
-def snap() -> types.ModuleType:
-    name = "_kernel_sessions_snapshot_for_checkpoints"
-    spec = importlib.util.spec_from_file_location(name, SNAPSHOT_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(name, None)
+def snap() -> Iterator[types.ModuleType]:
+    with kernel_module("snapshot", "_kernel_sessions_snapshot_for_checkpoints") as module:
+        yield module
 
 
 @pytest.fixture

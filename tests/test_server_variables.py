@@ -60,7 +60,9 @@ async def test_variables_rest(ks_api, jp_serverapp):
     run = asyncio.ensure_future(ks_api("POST", "sessions/v/execute",
                                        {"code": "import time; time.sleep(3)"}))
     ks = jp_serverapp.web_app.settings["kernel_sessions"]
+    deadline = time.monotonic() + 20
     while (await ks.get("v")).state != "busy":
+        assert time.monotonic() < deadline, "the session never went busy"
         await asyncio.sleep(0.02)
     t0 = time.monotonic()
     code, listing, _ = await ks_api("GET", "sessions/v/variables")

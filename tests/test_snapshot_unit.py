@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import importlib.util
 import json
 import os
 import socket
@@ -22,8 +21,11 @@ import time
 import tracemalloc
 import types
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+
+from .kernels import kernel_module
 
 SNAPSHOT_PATH = Path(__file__).resolve().parents[1] / "kernel_sessions" / "kernel" / "snapshot.py"
 MB = 1 << 20
@@ -66,14 +68,9 @@ cfg = Config("run", [1, 2, 3])
 
 
 @pytest.fixture(scope="module")
-def snap() -> types.ModuleType:
-    name = "_kernel_sessions_snapshot_under_test"
-    spec = importlib.util.spec_from_file_location(name, SNAPSHOT_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(name, None)
+def snap() -> Iterator[types.ModuleType]:
+    with kernel_module("snapshot", "_kernel_sessions_snapshot_under_test") as module:
+        yield module
 
 
 @contextlib.contextmanager
