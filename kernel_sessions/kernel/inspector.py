@@ -174,9 +174,10 @@ def _safe_inline(obj: Any, depth: int = 0) -> bool:
         if depth >= PREVIEW_DEPTH:
             return True  # rendered as "[…]"
         items = itertools.islice(dict.items(obj) if t is dict else t.__iter__(obj), PREVIEW_ITEMS)
-        if t is dict:
-            items = itertools.chain.from_iterable(items)
-        return all(_safe_inline(item, depth + 1) for item in items)
+        head = list(itertools.chain.from_iterable(items) if t is dict else items)
+        if set(map(type, head)) <= _SCALARS:  # the common case, checked at C speed
+            return True
+        return all(_safe_inline(item, depth + 1) for item in head)
     return issubclass(t, _mod_attr("numpy", "generic")) and _type_name(t).startswith("numpy.")
 
 
@@ -225,8 +226,7 @@ def _preview(obj: Any, limit: int = PREVIEW_CHARS, depth: int = 0,
     total = base.__len__(obj)
     if t is list or t is tuple:  # fast path: plain numbers render at C speed
         head = obj[:max_items]
-        if all(type(x) in _FAST_ITEMS and (type(x) is not int or -_FAST_INT < x < _FAST_INT)
-               for x in head):
+        if _plain_numbers(head):
             body = ", ".join(map(repr, head))
             if len(head) < total:
                 body += ", …" if head else "…"
@@ -256,6 +256,18 @@ def _preview(obj: Any, limit: int = PREVIEW_CHARS, depth: int = 0,
     if t is not base:
         text = f"{_type_attr(t, '__name__')}({text})"
     return _clip(text, limit)
+
+
+def _plain_numbers(head: list | tuple) -> bool:
+    """True if every item is a number (or None) whose repr is short, checked at C speed."""
+    kinds = set(map(type, head))
+    if not kinds <= _FAST_ITEMS:
+        return False
+    if int not in kinds:
+        return True
+    if type(None) in kinds:
+        return all(-_FAST_INT < x < _FAST_INT for x in head if type(x) is int)
+    return -_FAST_INT < min(head) and max(head) < _FAST_INT
 
 
 def _callable_name(func: Any) -> str:
