@@ -98,7 +98,7 @@ class VariablesService(LoggingConfigurable):
         busy = model.state != M.IDLE
         key = f"{model.kernel_id}:{include_modules}:{filter}"
         try:
-            if busy and not await self._can_answer_busy(watcher):
+            if busy and not await watcher.answers_while_busy(self.busy_timeout):
                 raise TimeoutError("busy")
             text = await watcher.evaluate(code, self.busy_timeout if busy else CALL_TIMEOUT,
                                           concurrent=busy)
@@ -110,13 +110,6 @@ class VariablesService(LoggingConfigurable):
         listing["listed_at"] = time.time()
         self._last[key] = listing
         return {**listing, "stale": False, "busy": busy}
-
-    async def _can_answer_busy(self, watcher: Any) -> bool:
-        try:
-            await watcher._subshell_id(self.busy_timeout)
-        except TimeoutError:
-            return False
-        return watcher.answers_while_busy
 
     async def get(self, name: str, var: str, fmt: str = "json") -> dict[str, Any]:
         """The value of ``var``: ``value`` (json, repr) or ``data`` bytes (pickle)."""

@@ -152,9 +152,12 @@ class SessionWatcher:
             self._subshell = reply["content"].get("subshell_id")
         return self._subshell
 
-    @property
-    def answers_while_busy(self) -> bool:
-        return bool(self._subshells_supported)
+    async def answers_while_busy(self, timeout: float) -> bool:
+        """True if the kernel has a subshell for us, so requests run beside a busy cell."""
+        try:
+            return await self._subshell_id(timeout) is not None
+        except TimeoutError:
+            return False
 
     def stop(self) -> None:
         if self._task is not None:
