@@ -329,6 +329,7 @@ class CheckpointStore(LoggingConfigurable):
                 "label": label, "created": micros / 1e6, "kernelspec": kernelspec,
                 "versions": dict(versions), "variables": variables, "skipped": skipped,
                 "bytes": sum(sizes.values()), "new_bytes": int(dump_result.get("bytes_written", 0)),
+                "execution_count": dump_result.get("execution_count"),
             }
             try:
                 data = self._sign(manifest)
@@ -358,13 +359,13 @@ class CheckpointStore(LoggingConfigurable):
         except (ValueError, TypeError, KeyError, RecursionError):
             ok = False
         if not ok:
-            raise CheckpointInvalid(f"checkpoint {checkpoint_id} of session {owner} failed its "
-                                    "signature check (tampered, corrupt or signed with another "
-                                    "key)", reason="tampered")
+            raise CheckpointInvalid(f"signature mismatch: checkpoint {checkpoint_id} of session "
+                                    f"{owner} is tampered, corrupt or signed with another key; "
+                                    "nothing was restored", reason="tampered")
         if manifest.get("session") != owner:
-            raise CheckpointInvalid(f"checkpoint {checkpoint_id} belongs to session "
-                                    f"{manifest.get('session')!r}, not {owner!r}",
-                                    reason="wrong_session")
+            raise CheckpointInvalid(f"signature mismatch: checkpoint {checkpoint_id} was signed "
+                                    f"for session {manifest.get('session')!r}, not {owner!r}; "
+                                    "nothing was restored", reason="wrong_session")
         if manifest.get("id") != checkpoint_id:
             raise CheckpointInvalid(f"file {checkpoint_id} holds checkpoint "
                                     f"{manifest.get('id')!r}", reason="wrong_id")

@@ -37,6 +37,13 @@ class InvalidTransition(KernelSessionError):
     status = 409
 
 
+class SessionBusy(KernelSessionError):
+    """A running cell did not finish within the time an operation may wait for idle."""
+
+    reason = "busy"
+    status = 409
+
+
 class KernelLimitError(KernelSessionError, RuntimeError):
     reason = "kernel_limit"
     status = 429
@@ -66,6 +73,14 @@ class CheckpointInvalid(CheckpointError):
     """Unusable checkpoint: "tampered", "wrong_session", "wrong_id", "missing_blob", "corrupt"."""
 
     reason = "invalid_checkpoint"
+    status = 409
+
+
+class CheckpointFailed(CheckpointError):
+    """The kernel could not take or apply a checkpoint (it died, or the snapshot code failed);
+    the previous checkpoints are intact."""
+
+    reason = "checkpoint_failed"
     status = 409
 
 

@@ -8,8 +8,9 @@ The session manager is started lazily and exactly once (``ensure_started``): jup
 ``_start_jupyter_server_extension`` only once its loop runs, and embedders (pytest-jupyter) never
 call it, so every handler awaits ``ensure_started`` too. On a graceful stop the server stops
 extensions *before* it shuts kernels down; ``stop_extension`` stops the manager first, which
-(``keep_kernels_on_stop``) releases the session kernels so the server's ``shutdown_all`` leaves
-them running for the next server to re-adopt.
+hibernates every idle session (checkpoint, then its kernel stops; the next attach wakes it), or
+with ``keep_kernels_on_stop`` releases the session kernels so the server's ``shutdown_all``
+leaves them running for the next server to re-adopt.
 """
 
 from __future__ import annotations

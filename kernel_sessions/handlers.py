@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
@@ -20,24 +19,27 @@ from jupyter_server.utils import url_escape, url_path_join
 from tornado import web
 
 from . import execution, metrics
-from . import models as M
-from .adoption import CREATE_TIME_SLACK
 from .handlers_base import (
     ApiError,
     KernelSessionsHandler,
     bad_request,
     finite_number,
-    isotime,
 )
+from .handlers_checkpoints import check_source
+from .handlers_checkpoints import routes as checkpoint_routes
+from .handlers_render import (
+    MAX_KERNEL_NAME_CHARS,
+    PSEUDO_SPEC_PREFIX,
+    SESSIONS_RESOURCE,
+    SessionsBase,
+    session_json,
+)
+from .handlers_variables import FALSE_WORDS, TRUE_WORDS
 from .handlers_variables import routes as variables_routes
-from .models import SessionModel, validate_name
-from .server_kernels import (
-    ROW_TYPE as PICKER_ROW_TYPE,  # the picker's rows are no notebooks
-)
+from .models import validate_name
 
 API_ROOT = "api/kernel-sessions"
 SPEC_PATH = Path(__file__).with_name("api.yaml")
-SESSIONS_RESOURCE = "kernel_sessions:sessions"
 POOL_RESOURCE = "kernel_sessions:pool"
 DEFAULT_EXECUTE_TIMEOUT = 30.0  # seconds
 MAX_EXECUTE_TIMEOUT = 3600.0  # seconds
@@ -45,11 +47,9 @@ MAX_TTL_SECONDS = 366 * 24 * 3600.0
 MAX_TAGS = 32
 MAX_TAG_KEY_CHARS = 64
 MAX_TAG_VALUE_CHARS = 256
-MAX_KERNEL_NAME_CHARS = 128
 MAX_POOL_SIZE = 32  # spares per kernelspec
-PSEUDO_SPEC_PREFIX = "session."  # kernelspecs that stand for sessions, not for kernels
 
-CREATE_FIELDS = frozenset({"name", "kernel_name", "ttl", "tags"})
+CREATE_FIELDS = frozenset({"name", "kernel_name", "ttl", "tags", "from"})
 UPDATE_FIELDS = frozenset({"name", "ttl", "tags"})
 EXECUTE_FIELDS = frozenset({"code", "timeout"})
 POOL_FIELDS = frozenset({"sizes"})
@@ -81,105 +81,6 @@ def check_tags(value: Any) -> dict[str, str]:
 
 def check_name(value: Any) -> str:
     return validate_name(value)  # InvalidSessionName -> 400 showing the rule
-
-
-# -- rendering ------------------------------------------------------------------------------
-
-def memory_rss(model: SessionModel) -> int | None:
-    """RSS of a local, live session kernel (the pid is checked against its create time)."""
-    if not model.pid or model.state in (M.DEAD, M.HIBERNATED, M.DELETED):
-        return None
-    try:
-        proc = psutil.Process(model.pid)
-        drift = abs(proc.create_time() - (model.pid_create_time or proc.create_time()))
-        if drift > CREATE_TIME_SLACK:  # the pid was recycled
-            return None
-        return int(proc.memory_info().rss)
-    except psutil.Error:
-        return None
-
-
-def kernel_json(model: SessionModel, km: Any) -> dict[str, Any]:
-    kid = model.kernel_id or None
-    state: str | None = M.DEAD if model.state == M.DEAD else None
-    connections = 0
-    if kid and kid in km and model.state not in (M.DEAD, M.HIBERNATED):
-        try:
-            live = km.kernel_model(kid)
-            state, connections = live.get("execution_state"), int(live.get("connections", 0))
-        except (web.HTTPError, KeyError, AttributeError, TypeError):  # gone, or no activity record
-            state = None
-        state = state or model.state
-    return {"id": kid, "name": model.kernel_name, "execution_state": state,
-            "connections": connections}
-
-
-def session_json(model: SessionModel, km: Any, notebooks: dict[str, list]) -> dict[str, Any]:
-    return {
-        "name": model.name,
-        "kernel": kernel_json(model, km),
-        "state": model.state,
-        "reason": model.reason,
-        "created": isotime(model.created),
-        "last_activity": isotime(model.last_activity),
-        "restarts": model.restarts,
-        "owner": model.owner,
-        "lease_expires": isotime(model.lease_expires),
-        "ttl": model.ttl,
-        "tags": dict(model.tags),
-        "memory_rss": memory_rss(model),
-        "notebooks": notebooks.get(model.kernel_id, []) if model.kernel_id else [],
-        "last_checkpoint": model.last_checkpoint,
-    }
-
-
-class SessionsBase(KernelSessionsHandler):
-    """Shared by the session endpoints: rendering with attached notebooks."""
-
-    auth_resource = SESSIONS_RESOURCE
-
-    async def notebooks(self) -> dict[str, list]:
-        """jupyter_server sessions (notebooks, consoles) by kernel id.
-
-        Read straight from the session table: ``list_sessions()`` builds a full model (with a
-        kernel model) per row, which made every GET O(rows) in Python.
-        """
-        out: dict[str, list] = {}
-        sm = self.session_manager
-        if not hasattr(sm, "cursor"):  # not jupyter_server's SQLite session manager
-            rows = [{"session_id": s["id"], "kernel_id": (s.get("kernel") or {}).get("id"),
-                     **{k: s.get(k) for k in ("path", "name", "type")}}
-                    for s in await ensure_async(sm.list_sessions())]
-        else:
-            rows = sm.cursor.execute("SELECT session_id, path, name, type, kernel_id FROM session"
-                                     ).fetchall()
-        for row in rows:
-            if row["type"] == PICKER_ROW_TYPE or not row["kernel_id"]:
-                continue
-            out.setdefault(row["kernel_id"], []).append(
-                {"id": row["session_id"], "path": row["path"], "name": row["name"],
-                 "type": row["type"]})
-        return out
-
-    async def render(self, model: SessionModel) -> dict[str, Any]:
-        return session_json(model, self.kernel_manager, await self.notebooks())
-
-    def live_kernel(self, model: SessionModel) -> Any:
-        if model.state in (M.DEAD, M.HIBERNATED) or model.kernel_id not in self.kernel_manager:
-            raise ApiError(409, "invalid_state",
-                           f"session {model.name!r} has no running kernel ({model.state}: "
-                           f"{model.reason})")
-        return self.kernel_manager.get_kernel(model.kernel_id)
-
-    async def known_kernel_name(self, value: Any) -> str:
-        if not isinstance(value, str) or not 0 < len(value) <= MAX_KERNEL_NAME_CHARS:
-            raise bad_request("kernel_name must be a kernelspec name", "invalid_kernel_name")
-        specs = await ensure_async(self.kernel_spec_manager.find_kernel_specs())
-        if value.startswith(PSEUDO_SPEC_PREFIX) or value not in specs:
-            shown = repr(value)[:MAX_KERNEL_NAME_CHARS]
-            raise bad_request(f"no kernelspec named {shown}; known: {sorted(specs)[:20]}",
-                              "unknown_kernel_name")
-        return value
 
 
 # -- endpoints ------------------------------------------------------------------------------
@@ -214,9 +115,14 @@ class SessionsHandler(SessionsBase):
                        if "kernel_name" in body else None)
         ttl = check_ttl(body.get("ttl"))
         tags = check_tags(body["tags"]) if "tags" in body else None
+        source = check_source(body["from"]) if "from" in body else None
         ks = await self.manager()
         t0 = time.perf_counter()
-        model = await ks.create(name, kernel_name, ttl=ttl, tags=tags)
+        if source is None:
+            model = await ks.create(name, kernel_name, ttl=ttl, tags=tags)
+        else:  # a fork: a new session from another session's checkpoint
+            model = (await ks.restore(source[0], source[1], into=name, kernel_name=kernel_name,
+                                      ttl=ttl, tags=tags))["session"]
         metrics.CREATE_SECONDS.labels(model.kernel_name).observe(time.perf_counter() - t0)
         self.set_header("Location", url_path_join(self.base_url, API_ROOT, "sessions",
                                                   url_escape(model.name)))
@@ -253,8 +159,11 @@ class SessionHandler(SessionsBase):
     @web.authenticated
     @authorized
     async def delete(self, name: str) -> None:
+        purge = self.get_query_argument("purge", "").lower()
+        if purge not in TRUE_WORDS | FALSE_WORDS:
+            raise bad_request("purge must be true or false", "invalid_query")
         ks = await self.manager()
-        await ks.delete(name)
+        await ks.delete(name, purge=purge in TRUE_WORDS)
         self.set_status(204)
         self.finish()
 
@@ -298,6 +207,7 @@ class ExecuteHandler(SessionsBase):
                 f"timeout must be a number of seconds in (0, {MAX_EXECUTE_TIMEOUT:g}]",
                 "invalid_timeout")
         ks = await self.manager()
+        await ks.attach(name)  # wakes a hibernated session
         km = self.live_kernel(await ks.get(name))
         result = await execution.execute(km, code, float(timeout), lambda: ks.interrupt(name))
         self.write_json(result)
@@ -310,6 +220,7 @@ class ConnectionHandler(SessionsBase):
     @authorized(action="execute")
     async def get(self, name: str) -> None:
         ks = await self.manager()
+        await ks.attach(name)  # wakes a hibernated session
         model = await ks.get(name)
         km = self.live_kernel(model)
         if not isinstance(km.provisioner, LocalProvisioner):
@@ -375,7 +286,7 @@ class NotFoundHandler(KernelSessionsHandler):
 
 
 NAME = r"(?P<name>[^/]+)"
-# The one route table (checkpoints will join before the catch-all).
+# The one route table (the catch-all last).
 default_handlers: list[tuple[str, type]] = [
     (rf"/{API_ROOT}/spec.yaml", SpecHandler),
     (rf"/{API_ROOT}/sessions", SessionsHandler),
@@ -385,6 +296,7 @@ default_handlers: list[tuple[str, type]] = [
     (rf"/{API_ROOT}/sessions/{NAME}/execute", ExecuteHandler),
     (rf"/{API_ROOT}/sessions/{NAME}/connection", ConnectionHandler),
     *variables_routes(API_ROOT, NAME),
+    *checkpoint_routes(API_ROOT, NAME),
     (rf"/{API_ROOT}/pool", PoolHandler),
     (rf"/{API_ROOT}/(?P<rest>.*)", NotFoundHandler),
 ]

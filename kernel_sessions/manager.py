@@ -21,6 +21,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import models as M
 from .adoption import adopt, process_create_time
+from .checkpointing import CheckpointService
 from .errors import InvalidTransition, SessionNotFound
 from .models import SessionModel, check_transition, validate_name
 from .pool import PooledMultiKernelManager, handed_out_warm
@@ -47,7 +48,8 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
     default_kernel_name = Unicode("python3", config=True)
     pool_sizes = Dict({"python3": 2}, config=True, help="Warm spares per kernelspec.")
     keep_kernels_on_stop = Bool(
-        True, config=True, help="Leave session kernels running when the manager stops."
+        False, config=True, help="Leave session kernels running when the manager stops, "
+        "instead of hibernating the sessions (checkpoint, then stop the kernel).",
     )
     death_check_interval = Float(0.25, config=True, help="Seconds between liveness checks.")
     reap_interval = Float(1.0, config=True, help="Seconds between lease and TTL sweeps.")
@@ -80,6 +82,7 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
         self._started = False
         self.registry: Registry | None = None
         self.vars = VariablesService(self, parent=self)
+        self.checkpointing = CheckpointService(self, parent=self)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -119,24 +122,27 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
         ]
 
     async def stop(self, keep_sessions: bool | None = None) -> None:
-        """Stop sweeps and spares; keep session kernels running (or end them)."""
+        """Stop sweeps and spares; hibernate the sessions, or with ``keep_sessions`` (default:
+        ``keep_kernels_on_stop``) leave their kernels running to be re-adopted.
+
+        A session still busy after a short wait is left running rather than killed.
+        """
         if not self._started:
             return
         keep = self.keep_kernels_on_stop if keep_sessions is None else keep_sessions
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for w in list(self._watchers.values()):
-            w.stop()
-        self._watchers.clear()
+        self.checkpointing.close()
         km = self.kernel_manager
         for name in list(self._sessions):
             model = self._sessions[name]
-            if keep:
+            if keep or not await self.checkpointing.on_stop(model):
                 if model.kernel_id in km and hasattr(km, "release_kernel"):
                     km.release_kernel(model.kernel_id)
-            else:
-                await self.delete(name)
+        for w in list(self._watchers.values()):
+            w.stop()
+        self._watchers.clear()
         if self._owns_km:
             await km.shutdown_all()
         elif hasattr(km, "stop_pool"):
@@ -172,7 +178,7 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
         if self.event_logger is not None:
             self.event_logger.emit(schema_id=POOL_SCHEMA_ID, data=payload)
 
-    def _transition(self, model: SessionModel, to: str, reason: str) -> None:
+    def _transition(self, model: SessionModel, to: str, reason: str, **extra: Any) -> None:
         old = model.state
         if old == to and to in (M.IDLE, M.BUSY):
             return
@@ -184,7 +190,7 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
             self.registry.save(model)
         self._emit(STATE_SCHEMA_ID, {
             "name": model.name, "from": old, "to": to, "reason": reason,
-            "kernel_id": model.kernel_id, "restarts": model.restarts,
+            "kernel_id": model.kernel_id, "restarts": model.restarts, **extra,
         })
 
     # -- lookups --------------------------------------------------------------------------
@@ -222,10 +228,24 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
     def kernel_id(self, name: str) -> str:
         return self._model(name).kernel_id
 
-    def client(self, name: str) -> Any:
-        """A started ``AsyncKernelClient`` attached to the session's kernel."""
+    async def attach(self, name: str) -> SessionModel:
+        """The session, woken first if it is hibernated (its latest checkpoint restored into a
+        pooled kernel). Every way in — clients, notebooks, execute, variables — comes here."""
         model = self._model(name)
-        if model.state in (M.DEAD, M.HIBERNATED):
+        if model.state == M.HIBERNATED:
+            await self.checkpointing.wake(model)
+        return model
+
+    def client(self, name: str) -> Any:
+        """A started ``AsyncKernelClient`` attached to the session's kernel.
+
+        Synchronous, so it cannot wake a hibernated session: ``await ks.attach(name)`` first.
+        """
+        model = self._model(name)
+        if model.state == M.HIBERNATED:
+            raise InvalidTransition(f"session {name!r} is hibernated ({model.reason}); "
+                                    "await ks.attach(name) to wake it")
+        if model.state == M.DEAD:
             raise InvalidTransition(f"session {name!r} is {model.state}: {model.reason}")
         kc = fresh_client(self.kernel_manager.get_kernel(model.kernel_id))
         kc.start_channels()
@@ -245,6 +265,31 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
     async def pull(self, name: str, var: str) -> Any:
         """A copy of the session's variable ``var``."""
         return await self.vars.pull(name, var)
+
+    # -- checkpoints (see checkpointing.py) -----------------------------------------------
+
+    async def checkpoint(self, name: str, *, label: str | None = None,
+                         variables: list[str] | None = None,
+                         timeout: float | None = None) -> dict:
+        """Checkpoint the session's namespace; returns the signed manifest."""
+        return await self.checkpointing.checkpoint(name, label=label, variables=variables,
+                                                   timeout=timeout)
+
+    async def checkpoints(self, name: str) -> list[dict]:
+        """Summaries of the session's checkpoints, newest first."""
+        return await self.checkpointing.list(name)
+
+    async def restore(self, name: str, checkpoint_id: str | None = None, *,
+                      into: str | None = None, variables: list[str] | None = None,
+                      **kw: Any) -> dict:
+        """Restore a checkpoint (default: the latest) into the session, or fork it ``into`` a
+        new one; returns ``{session, checkpoint, restored, failed, removed}``."""
+        return await self.checkpointing.restore(name, checkpoint_id, into=into,
+                                                variables=variables, **kw)
+
+    async def hibernate(self, name: str) -> SessionModel:
+        """Checkpoint and stop the kernel; the next attach wakes the session."""
+        return await self.checkpointing.hibernate(name)
 
     def pool_stats(self) -> dict:
         km = self.kernel_manager
@@ -310,16 +355,20 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
             await watcher.wait_ready(READY_TIMEOUT)
         watcher.start()
 
-    async def delete(self, name: str) -> None:
-        """End the session: its kernel stops and its record goes."""
+    async def delete(self, name: str, *, purge: bool = False) -> None:
+        """End the session: its kernel stops and its record goes. Its checkpoints stay (a new
+        session of that name can restore them) unless ``purge``."""
         model = self._model(name)
         async with self._lock(model):
             if self._sessions.get(model.name) is not model:
                 raise SessionNotFound(f"no session named {name!r}")
             await self._delete(model)
+        if purge:
+            await asyncio.to_thread(self.checkpointing.store.delete_session, name)
 
     async def _delete(self, model: SessionModel) -> None:
         name = model.name
+        self.checkpointing._forget(model.kernel_id)
         self._transition(model, M.DELETED, "deleted")
         self._sessions.pop(name, None)
         watcher = self._watchers.pop(name, None)
@@ -339,6 +388,7 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
         model = self._model(old)
         validate_name(new)
         self.registry.rename(old, new)
+        await asyncio.to_thread(self.checkpointing.store.rename_session, old, new)
         model.name = new
         self._sessions[new] = self._sessions.pop(old)
         if old in self._watchers:
@@ -405,6 +455,7 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
                 km = await adopt(self.kernel_manager, model, model.cwd or self.root_dir)
             if km is None:
                 self._transition(model, M.DEAD, "kernel gone")
+                self.checkpointing.revive_later(model)
                 continue
             await self._attach_kernel(model)
             if model.state != M.IDLE:

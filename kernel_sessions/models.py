@@ -41,7 +41,7 @@ STATES = (STARTING, IDLE, BUSY, CHECKPOINTING, RESTORING, HIBERNATED, DEAD, DELE
 # from-state -> allowed to-states; see the state machine in DESIGN.md.
 # ``starting`` is also the way back after a restart (manual or automatic).
 TRANSITIONS: dict[str, frozenset[str]] = {
-    STARTING: frozenset({IDLE, BUSY, DEAD, DELETED}),
+    STARTING: frozenset({IDLE, BUSY, RESTORING, DEAD, DELETED}),
     IDLE: frozenset({BUSY, CHECKPOINTING, RESTORING, HIBERNATED, STARTING, DEAD, DELETED}),
     BUSY: frozenset({IDLE, CHECKPOINTING, RESTORING, STARTING, DEAD, DELETED}),
     CHECKPOINTING: frozenset({IDLE, BUSY, DEAD, DELETED}),

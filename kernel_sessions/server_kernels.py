@@ -155,6 +155,7 @@ class SessionMappingKernelManager(PooledMappingKernelManager):
                         self.log.info("kernel sessions: created session %r on attach", name)
                     except SessionExists:
                         pass
+                await ks.attach(name)  # wakes a hibernated session
                 model = await self._until_running(ks, name)
         except KernelSessionError as e:
             raise http_error(e) from e

@@ -28,6 +28,8 @@ class SweepsMixin:
     def _on_status(self: KernelSessionManager, kernel_id: str, state: str) -> None:
         model = self._by_kernel(kernel_id)
         if model is not None and model.state in (M.IDLE, M.BUSY) and state in (M.IDLE, M.BUSY):
+            if model.state == M.BUSY and state == M.IDLE:
+                self.checkpointing.note_activity(model)
             self._transition(model, state, "execution")
 
     def _on_auto_restart(self: KernelSessionManager, kernel_id: str) -> None:
@@ -51,7 +53,7 @@ class SweepsMixin:
                 await asyncio.sleep(0.1)
             await self._attach_kernel(model)
             model.restarts += 1
-            self._transition(model, M.IDLE, "restarted: namespace lost")
+            await self.checkpointing.after_restart(model)
         except Exception as e:
             if model.state != M.DEAD:
                 self._transition(model, M.DEAD, f"automatic restart failed: {e}")
@@ -70,6 +72,7 @@ class SweepsMixin:
                     continue
                 if kid not in self.kernel_manager:  # e.g. jupyter_server gave up restarting it
                     self._transition(model, M.DEAD, "kernel gone: its restarts failed")
+                    self.checkpointing.revive_later(model)
                     continue
                 km = self.kernel_manager.get_kernel(kid)
                 if await km.is_alive():
@@ -96,19 +99,5 @@ class SweepsMixin:
                     self.log.exception("sweep of session %s failed", model.name)
 
     async def _expire(self: KernelSessionManager, model: SessionModel) -> None:
-        """An idle session past its TTL: stop its kernel, keep the record."""
-        async with self._lock(model):
-            if model.state == M.IDLE:
-                await self._stop_expired(model)
-
-    async def _stop_expired(self: KernelSessionManager, model: SessionModel) -> None:
-        self._expected_exit.add(model.kernel_id)
-        try:
-            self._transition(model, M.DEAD, f"expired: idle for more than {model.ttl:g} s")
-            watcher = self._watchers.pop(model.name, None)
-            if watcher:
-                watcher.stop()
-            if model.kernel_id in self.kernel_manager:
-                await self.kernel_manager.shutdown_kernel(model.kernel_id, now=False)
-        finally:
-            self._expected_exit.discard(model.kernel_id)
+        """An idle session past its TTL hibernates (checkpoint, then its kernel stops)."""
+        await self.checkpointing.expire(model)

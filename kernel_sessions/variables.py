@@ -84,6 +84,7 @@ class VariablesService(LoggingConfigurable):
 
     async def _call(self, name: str, func: str, *args: Any, hidden: bool = False,
                     **kwargs: Any) -> Any:
+        await self.sessions.attach(name)  # wakes a hibernated session
         model, watcher = self._watcher(name)
         code = ns_call_code("inspector", func, *args, hidden=hidden, **kwargs)
         text = await watcher.evaluate(code, CALL_TIMEOUT)
@@ -92,6 +93,7 @@ class VariablesService(LoggingConfigurable):
     async def list(self, name: str, *, include_modules: bool = False,
                    filter: str | None = None) -> dict[str, Any]:
         """``{variables, count, truncated, stale, busy}``; never waits for a running cell."""
+        await self.sessions.attach(name)
         model, watcher = self._watcher(name)
         code = ns_call_code("inspector", "listing_payload", hidden=True,
                             include_modules=include_modules, filter=filter)
@@ -133,12 +135,14 @@ class VariablesService(LoggingConfigurable):
         result = await self._call(name, "set_value", var, **kwargs)
         if result.get("error"):
             raise VariableError(result)
+        self.sessions.checkpointing.note_activity(self.sessions._model(name))
         return result
 
     async def delete(self, name: str, var: str) -> None:
         result = await self._call(name, "delete_value", var)
         if result.get("error"):
             raise VariableError(result)
+        self.sessions.checkpointing.note_activity(self.sessions._model(name))
 
     # -- Python conveniences (dill on this side, so functions and classes travel) ---------
 

@@ -182,7 +182,7 @@ async def test_gone_kernel_is_dead_on_recovery_and_survivors_readopted(tmp_path,
     await first.create("lives")
     await first.create("dies")
     pid = pid_of(first, "dies")
-    await first.stop()  # keep_kernels_on_stop: both kernels keep running
+    await first.stop(keep_sessions=True)  # both kernels keep running
     os.kill(pid, signal.SIGKILL)
     ks = await make_ks(data_dir=data)
     dies = await ks.get("dies")
@@ -199,7 +199,7 @@ async def test_restart_of_a_readopted_kernel_keeps_its_id(tmp_path, make_ks):
     first = KernelSessionManager(data_dir=data, pool_sizes={"python3": 0}, root_dir=str(tmp_path))
     await first.start()
     kid = (await first.create("r")).kernel_id
-    await first.stop()
+    await first.stop(keep_sessions=True)
     ks = await make_ks(data_dir=data, pool_sizes={"python3": 0})
     await ks.restart("r")
     model = await ks.get("r")
@@ -225,12 +225,16 @@ async def test_lapsed_lease_is_reaped_and_renewal_keeps_it(make_ks):
 
 async def test_idle_ttl_expires_the_session(make_ks):
     ks = await make_ks(reap_interval=0.1)
-    model = await ks.create("short", ttl=0.5)
+    model = await ks.create("short", ttl=1.0)
+    await ks.push("short", x=41)
     assert (await ks.create("named")).ttl is None  # no TTL for named sessions by default
-    await wait_for(lambda: model.state == "dead", 5)
-    assert model.reason.startswith("expired")
-    await wait_for(lambda: model.kernel_id not in ks.kernel_manager, 10)
+    await wait_for(lambda: model.state == "hibernated", 10)
+    assert model.reason.startswith("expired") and "checkpoint" in model.reason
+    assert model.kernel_id not in ks.kernel_manager  # stopped before the state said so
     assert (await ks.get("named")).state == "idle"
+    kid = model.kernel_id
+    assert await ks.pull("short", "x") == 41  # any attach wakes it, same kernel id
+    assert (model.state, model.kernel_id) == ("idle", kid)
 
 
 async def test_transitions_reach_an_event_logger(make_ks):
@@ -261,20 +265,26 @@ async def test_invalid_transition_raises(ks):
     assert model.state == "hibernated"
 
 
-async def test_stop_without_keeping_ends_session_kernels(tmp_path):
+async def test_stop_hibernates_sessions_and_the_next_manager_wakes_them(tmp_path):
     data = str(tmp_path / "data")
     ks = KernelSessionManager(data_dir=data, pool_sizes={"python3": 0}, root_dir=str(tmp_path))
     await ks.start()
-    await ks.create("gone")
-    pid = pid_of(ks, "gone")
-    await ks.stop(keep_sessions=False)
+    kid = (await ks.create("sleepy")).kernel_id
+    await ks.push("sleepy", x=[1, 2])
+    pid = pid_of(ks, "sleepy")
+    await ks.stop()  # default: checkpoint, then the kernel stops
     await wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 10)
-    again = KernelSessionManager(data_dir=data, pool_sizes={"python3": 0})
+    again = KernelSessionManager(data_dir=data, pool_sizes={"python3": 1})
     await again.start()
     try:
-        assert await again.list() == []
+        [model] = await again.list()
+        assert (model.name, model.state, model.kernel_id) == ("sleepy", "hibernated", kid)
+        assert model.reason.startswith("server stopped; checkpoint ")
+        assert await again.pull("sleepy", "x") == [1, 2]
+        assert (model.state, model.kernel_id) == ("idle", kid)
+        assert model.reason.startswith("woken: restored checkpoint")
     finally:
-        await again.stop()
+        await again.stop(keep_sessions=False)
 
 
 def _zombie(pid: int) -> bool:

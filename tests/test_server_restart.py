@@ -104,6 +104,7 @@ def test_session_survives_sigterm_and_sigkill_of_the_server(tmp_path: Path) -> N
     (tmp_path / "config" / "jupyter_server_config.json").write_text(json.dumps({
         "ServerApp": {"jpserver_extensions": {"kernel_sessions": True}},
         "PoolMixin": {"pool_sizes": {"python3": 1}},
+        "KernelSessionManager": {"keep_kernels_on_stop": True},
     }))
     servers: list[Server] = []
     session_pid = None

@@ -183,7 +183,7 @@ def test_aliasing_is_kept(snap, tmp_path):
 
     # Asking for one member of a group loads the group but binds only that name.
     ns3, out = load_as_main(snap, tmp_path, v, names=["b"])
-    assert out == {"restored": ["b"], "failed": []} and "a" not in ns3 and ns3["b"] == [1]
+    assert out == {"restored": ["b"], "failed": [], "refused": False} and "a" not in ns3 and ns3["b"] == [1]
 
 
 def test_modules_and_from_imports_by_reference(snap, tmp_path, monkeypatch):
@@ -322,6 +322,9 @@ def test_tampered_blob_is_refused(snap, tmp_path, monkeypatch):
     assert out["restored"] == [] and unpickled == [] and ns2 == {}
     assert {f["name"]: f["reason"] for f in out["failed"]} == {
         "a": "hash mismatch", "b": "hash mismatch", "d": "hash mismatch"}
+    # one altered blob refuses the whole restore: the intact "c" is not unpickled either
+    out = snap.load_namespace(ns2, str(tmp_path), {k: v[k] for k in ("a", "c")})
+    assert out["refused"] and out["restored"] == [] and unpickled == [] and ns2 == {}
     monkeypatch.undo()
     os.remove(snap.blob_path(str(tmp_path), v["c"]["blob"]))
     out = snap.load_namespace(ns2, str(tmp_path), v, names=["c", "nope"])

@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import importlib
 import io
+import json
 import os
 import pickle
 import secrets
@@ -555,16 +556,16 @@ def verify_blob(blob_dir: str, sha: str) -> bool:
     return digest.hexdigest() == sha
 
 
-def _load_blob(blob_dir: str, sha: str, ns: dict) -> tuple[int, Any]:
-    code, kind, inband, buffers = _read_verified(blob_dir, sha)
+def _unpickle(code: int, inband: bytearray, buffers: list[bytearray], ns: dict) -> Any:
+    """Unpickle a verified blob's content; dill's ``__main__`` is ``ns`` (see _NamespaceProxy)."""
     try:
         if code == SERIALIZER_CODES[SER_PICKLE]:
-            return kind, pickle.loads(inband, buffers=buffers)
+            return pickle.loads(inband, buffers=buffers)
         import dill
 
         unpickler = dill.Unpickler(io.BytesIO(inband), buffers=buffers, ignore=True)
         unpickler._main = _NamespaceProxy(ns)
-        return kind, unpickler.load()
+        return unpickler.load()
     except Exception as exc:
         raise _LoadError("unpickling failed: " + _describe(exc)) from None
 
@@ -591,9 +592,10 @@ def load_namespace(ns: dict, blob_dir: str, entries: dict[str, dict[str, Any]], 
                    names: list[str] | None = None) -> dict[str, Any]:
     """Restore variables from ``entries`` (a manifest's "variables", already authenticated).
 
-    Each blob's sha256 is checked before anything in it is unpickled. A group blob is loaded
-    whole but only the requested names are bound; a failed name leaves ``ns`` untouched.
-    Returns {"restored": [names], "failed": [{"name", "reason"}]}.
+    Every blob's sha256 is checked before anything at all is unpickled: one missing or altered
+    blob refuses the whole restore ("refused": True, nothing bound, nothing executed). A group
+    blob is loaded whole but only the requested names are bound; a failed name leaves ``ns``
+    untouched. Returns {"restored": [names], "failed": [{"name", "reason"}], "refused": bool}.
     """
     restored: list[str] = []
     failed: list[dict[str, str]] = []
@@ -615,11 +617,22 @@ def load_namespace(ns: dict, blob_dir: str, entries: dict[str, dict[str, Any]], 
             units[("single", name)] = [name]
         else:
             units.setdefault(("group", entry["group"], entry.get("blob")), []).append(name)
+    # every blob is read and its hash checked before anything at all is unpickled
+    read: dict[tuple[Any, ...], tuple[int, int, bytearray, list[bytearray]]] = {}
+    refused = []
     for key, members in units.items():
         try:
-            kind, obj = _load_blob(blob_dir, entries[members[0]].get("blob"), ns)
+            read[key] = _read_verified(blob_dir, entries[members[0]].get("blob"))
+        except _LoadError as exc:
+            refused += [{"name": m, "reason": str(exc)} for m in members]
+    if refused:
+        return {"restored": [], "failed": failed + refused, "refused": True}
+    for key, members in units.items():
+        code, kind, inband, buffers = read.pop(key)
+        try:
             if kind != (KIND_GROUP if key[0] == "group" else KIND_SINGLE):
                 raise _LoadError("corrupt blob (unexpected kind)")
+            obj = _unpickle(code, inband, buffers, ns)
         except _LoadError as exc:
             failed += [{"name": m, "reason": str(exc)} for m in members]
             continue
@@ -629,4 +642,57 @@ def load_namespace(ns: dict, blob_dir: str, entries: dict[str, dict[str, Any]], 
                 continue
             ns[m] = obj[m] if kind == KIND_GROUP else obj
             restored.append(m)
-    return {"restored": restored, "failed": failed}
+    return {"restored": restored, "failed": failed, "refused": False}
+
+
+# -- entry points called by the session manager (JSON in, JSON text out) -----------------------
+
+VERSION_MODULES = ("dill", "numpy", "pandas", "ipykernel", "IPython")
+
+
+def _shell() -> Any:
+    return getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+
+
+def _versions() -> dict[str, str | None]:
+    """Versions that decide whether a blob loads elsewhere; only modules already imported."""
+    out: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in VERSION_MODULES:
+        mod = sys.modules.get(name)
+        version = getattr(mod, "__version__", None) if mod is not None else None
+        out[name] = str(version) if version else None
+    return out
+
+
+def checkpoint_payload(ns: dict, blob_dir: str, names: list[str] | None = None) -> str:
+    """``dump_namespace`` of the shell's namespace, plus what a manifest records beside it."""
+    result = dump_namespace(ns, blob_dir, names=names)
+    shell = _shell()
+    result["execution_count"] = getattr(shell, "execution_count", None)
+    result["versions"] = _versions()
+    return json.dumps(result)
+
+
+def restore_payload(ns: dict, blob_dir: str, entries: dict[str, dict[str, Any]],
+                    names: list[str] | None = None, execution_count: int | None = None,
+                    prune: bool = False, keep: list[str] | None = None) -> str:
+    """``load_namespace`` into the shell's namespace; the execution count never goes back.
+
+    In a fresh kernel the prompt numbers then continue from the checkpointed session's. With
+    ``prune`` (a whole-checkpoint restore into a live kernel) the user variables the checkpoint
+    does not know (neither saved nor in ``keep``, its skipped names) are removed, so the
+    namespace is the checkpoint's again; they are listed under "removed".
+    """
+    result = load_namespace(ns, blob_dir, entries, names=names)
+    result["removed"] = []
+    if prune and not result["refused"]:
+        known = set(entries) | set(keep or ())
+        for name in _select(ns, None, None, []):
+            if name not in known:
+                del ns[name]
+                result["removed"].append(name)
+    shell = _shell()
+    if (isinstance(execution_count, int) and shell is not None
+            and getattr(shell, "execution_count", 0) < execution_count):
+        shell.execution_count = execution_count
+    return json.dumps(result)

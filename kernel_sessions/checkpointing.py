@@ -1,0 +1,519 @@
+"""Checkpoints of sessions: save, restore, fork, hibernate, wake and recover (host side).
+
+The kernel does the heavy work (``kernel/snapshot.py``): it writes blobs straight into the
+store's blob directory and reads them back, checking every blob's hash before it unpickles
+anything. This side waits for idle, signs and commits manifests (``checkpoints.CheckpointStore``),
+authenticates a manifest before any restore, drives the state machine (``checkpointing``,
+``restoring``, ``hibernated``) and runs the policies: an automatic checkpoint after activity,
+hibernation on a graceful stop and on TTL expiry, waking on attach, and restoring a session
+whose kernel died or was gone from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import os
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from traitlets import Bool, Float
+from traitlets.config import LoggingConfigurable
+
+from . import models as M
+from .checkpoints import CheckpointStore
+from .errors import (
+    CheckpointFailed,
+    CheckpointInvalid,
+    CheckpointNotFound,
+    InvalidTransition,
+    SessionBusy,
+)
+from .kernelcode import ns_call_code
+from .models import SessionModel, validate_name
+from .pool import handed_out_warm
+
+if TYPE_CHECKING:
+    from .manager import KernelSessionManager
+
+IDLE_POLL = 0.05  # seconds between state checks while waiting for a busy session
+DEATH_POLL = 0.25  # seconds between liveness checks while the kernel dumps or loads
+STOP_BUSY_WAIT = 2.0  # seconds a graceful stop waits for a busy session before leaving it running
+AUTO_RESTORE_WINDOW = 300.0  # seconds over which automatic restores of one session are counted
+AUTO_RESTORE_LIMIT = 3  # more restores than this in the window: the checkpoint kills the kernel
+UNAVAILABLE = (M.DEAD, M.DELETED, M.HIBERNATED)
+
+
+def taken_at(manifest: dict[str, Any]) -> str:
+    """When a checkpoint was taken, as ISO 8601 UTC (for reasons and events)."""
+    created = manifest.get("created") or 0
+    return datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="seconds")
+
+
+class CheckpointService(LoggingConfigurable):
+    """Checkpoint operations and policies of one ``KernelSessionManager``'s sessions."""
+
+    auto_checkpoint = Bool(True, config=True, help="Checkpoint a session after activity, once "
+                           "it has been quiet for auto_checkpoint_delay seconds.")
+    auto_checkpoint_delay = Float(10.0, min=0.0, config=True,
+                                  help="Quiet seconds after activity before an automatic checkpoint.")
+    checkpoint_on_stop = Bool(True, config=True, help="Checkpoint every session when the server "
+                              "stops gracefully (it then hibernates; see keep_kernels_on_stop).")
+    checkpoint_on_hibernate = Bool(True, config=True, help="Checkpoint a session before its "
+                                   "kernel stops for hibernation (TTL expiry, stop, request).")
+    auto_restore = Bool(True, config=True, help="Restore a session whose kernel died, or was "
+                        "gone after a server restart, from its latest checkpoint.")
+    busy_timeout = Float(30.0, min=0.0, config=True, help="Seconds a checkpoint or restore "
+                         "waits for a running cell to finish before answering 409.")
+    checkpoint_timeout = Float(600.0, min=1.0, config=True,
+                               help="Seconds the kernel may take to write or read a checkpoint.")
+
+    def __init__(self, sessions: KernelSessionManager, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sessions = sessions
+        self._store: CheckpointStore | None = None
+        self._dirty: set[str] = set()  # kernel ids with activity since their last checkpoint
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._restores: dict[str, list[float]] = {}  # kernel id -> times of automatic restores
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def store(self) -> CheckpointStore:
+        """The store; under the manager's data dir unless ``CheckpointStore.root`` is set."""
+        if self._store is None:
+            store = CheckpointStore(parent=self)
+            if not store.trait_has_value("root"):
+                store.root = os.path.join(self.sessions.data_dir, "checkpoints")
+            self._store = store
+        return self._store
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- listing --------------------------------------------------------------------------
+
+    async def list(self, name: str) -> list[dict[str, Any]]:
+        validate_name(name)
+        return await asyncio.to_thread(self.store.list, name)
+
+    async def get(self, name: str, checkpoint_id: str) -> dict[str, Any]:
+        return await asyncio.to_thread(self.store.read_manifest, name, checkpoint_id)
+
+    async def delete(self, name: str, checkpoint_id: str) -> None:
+        await asyncio.to_thread(self.store.delete, name, checkpoint_id)
+        model = self.sessions._sessions.get(name)
+        if model is not None and model.last_checkpoint == checkpoint_id:
+            latest = await asyncio.to_thread(self.store.latest, name)
+            model.last_checkpoint = latest["id"] if latest else None
+            self.sessions.registry.save(model)
+
+    async def _manifest(self, name: str, checkpoint_id: str | None) -> dict[str, Any]:
+        validate_name(name)
+        if checkpoint_id is not None:
+            return await asyncio.to_thread(self.store.read_manifest, name, checkpoint_id)
+        manifest = await asyncio.to_thread(self.store.latest, name)
+        if manifest is None:
+            raise CheckpointNotFound(f"session {name!r} has no checkpoint")
+        return manifest
+
+    # -- waiting and calling into the kernel ----------------------------------------------
+
+    async def _until_idle(self, model: SessionModel, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            watcher = self.sessions._watchers.get(model.name)
+            if watcher is not None:
+                await watcher.settle(model.state == M.BUSY)
+            if model.state == M.IDLE:
+                return
+            if model.state in UNAVAILABLE:
+                raise InvalidTransition(f"session {model.name!r} is {model.state}: {model.reason}")
+            if time.monotonic() >= deadline:
+                raise SessionBusy(
+                    f"session {model.name!r} is {model.state}: a {what} waits at most "
+                    f"{timeout:g} s for the running cell to finish; try again when it is idle, "
+                    "or interrupt it")
+            await asyncio.sleep(IDLE_POLL)
+
+    async def _call(self, model: SessionModel, func: str, *args: Any, what: str,
+                    **kwargs: Any) -> dict[str, Any]:
+        """Run ``snapshot.func`` silently in the kernel; fail fast if the kernel dies meanwhile."""
+        watcher = self.sessions._watchers.get(model.name)
+        km = self.sessions.kernel_manager
+        if watcher is None or model.kernel_id not in km:
+            raise InvalidTransition(f"session {model.name!r} has no running kernel")
+        kernel = km.get_kernel(model.kernel_id)
+        code = ns_call_code("snapshot", func, *args, **kwargs)
+        task = asyncio.ensure_future(watcher.evaluate(code, self.checkpoint_timeout))
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=DEATH_POLL)
+                if not task.done() and not await kernel.is_alive():
+                    raise CheckpointFailed(f"the kernel of session {model.name!r} died during the "
+                                           f"{what}; earlier checkpoints are intact")
+            text = task.result()
+        except (RuntimeError, TimeoutError) as exc:
+            raise CheckpointFailed(f"{what} of session {model.name!r} failed in the kernel: "
+                                   f"{exc}") from None
+        finally:
+            task.cancel()
+        return json.loads(ast.literal_eval(text))
+
+    # -- checkpoint -----------------------------------------------------------------------
+
+    async def checkpoint(self, name: str, *, label: str | None = None,
+                         variables: list[str] | None = None,
+                         timeout: float | None = None) -> dict[str, Any]:
+        """Checkpoint ``name`` (waking it if hibernated); waits for idle up to ``timeout``."""
+        model = await self.sessions.attach(name)
+        wait = self.busy_timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        while True:
+            await self._until_idle(model, max(0.0, deadline - time.monotonic()), "checkpoint")
+            async with self.sessions._lock(model):
+                if model.state == M.IDLE:
+                    return await self._checkpoint(model, label=label, names=variables,
+                                                  why="checkpoint requested")
+
+    async def _checkpoint(self, model: SessionModel, *, label: str | None = None,
+                          names: list[str] | None = None, why: str) -> dict[str, Any]:
+        """Dump, sign, commit; the caller holds the session's lock and saw it idle."""
+        kid = model.kernel_id
+        self._dirty.discard(kid)
+        self.sessions._transition(model, M.CHECKPOINTING, why)
+        try:
+            for attempt in (1, 2):
+                result = await self._call(model, "checkpoint_payload", self.store.blob_dir,
+                                          names=names, what="checkpoint")
+                try:
+                    manifest = await asyncio.to_thread(
+                        self.store.write_manifest, model.name, result, label=label,
+                        kernelspec=model.kernel_name, versions=result.get("versions") or {})
+                    break
+                except CheckpointInvalid as exc:  # a blob collected between dump and commit
+                    if exc.reason != "missing_blob" or attempt == 2:
+                        raise
+        except BaseException as exc:
+            if model.state == M.CHECKPOINTING:
+                self.sessions._transition(model, M.IDLE, f"checkpoint failed: {exc}")
+            if model.state != M.DELETED:
+                self._dirty.add(kid)
+            raise
+        model.last_checkpoint = manifest["id"]
+        skipped = manifest["skipped"]
+        note = f"; {len(skipped)} variable(s) not saved" if skipped else ""
+        watcher = self.sessions._watchers.get(model.name)
+        if watcher is not None:
+            watcher.drain()
+        self.sessions._transition(model, M.IDLE, f"checkpoint {manifest['id']}{note}",
+                                  checkpoint=manifest["id"], checkpoint_created=taken_at(manifest))
+        return manifest
+
+    # -- restore and fork -----------------------------------------------------------------
+
+    async def restore(self, name: str, checkpoint_id: str | None = None, *,
+                      into: str | None = None, variables: list[str] | None = None,
+                      timeout: float | None = None, **create: Any) -> dict[str, Any]:
+        """Restore a checkpoint of ``name`` into itself, or into a new session ``into`` (fork).
+
+        The manifest is authenticated (signature and owner) before anything else happens, and
+        the kernel checks every blob's hash before it unpickles anything. A whole-checkpoint
+        restore into a live session also removes the variables the checkpoint does not know.
+        Returns ``{session, checkpoint, restored, failed, removed}``.
+        """
+        if into is not None:
+            validate_name(into)
+        manifest = await self._manifest(name, checkpoint_id)
+        if into is not None:
+            return await self._fork(manifest, into, variables, **create)
+        model = self.sessions._model(name)
+        why = f"restoring checkpoint {manifest['id']} taken {taken_at(manifest)}"
+        if model.state in (M.HIBERNATED, M.DEAD):
+            async with self.sessions._lock(model):
+                if model.state in (M.HIBERNATED, M.DEAD):
+                    report = await self._revive(model, manifest, why, names=variables)
+                    return self._report(model, manifest, report)
+        wait = self.busy_timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        while True:
+            await self._until_idle(model, max(0.0, deadline - time.monotonic()), "restore")
+            async with self.sessions._lock(model):
+                if model.state != M.IDLE:
+                    continue
+                self.sessions._transition(model, M.RESTORING, why)
+                try:
+                    report = await self._load(model, manifest, variables, prune=variables is None)
+                finally:
+                    if model.state == M.RESTORING:
+                        self.sessions._transition(model, M.IDLE, self._done(manifest, "restored"),
+                                                  checkpoint=manifest["id"],
+                                                  checkpoint_created=taken_at(manifest))
+                return self._report(model, manifest, report)
+
+    async def _fork(self, manifest: dict[str, Any], into: str, names: list[str] | None,
+                    **create: Any) -> dict[str, Any]:
+        kernel_name = create.pop("kernel_name", None) or manifest.get("kernelspec")
+        model = await self.sessions.create(
+            into, kernel_name if isinstance(kernel_name, str) else None, **create)
+        async with self.sessions._lock(model):
+            self.sessions._transition(
+                model, M.RESTORING, f"forking {manifest['session']} checkpoint {manifest['id']}")
+            try:
+                report = await self._load(model, manifest, names, prune=False)
+            except BaseException:
+                await self.sessions._delete(model)  # no half-made fork is left behind
+                raise
+            self.sessions._transition(
+                model, M.IDLE, f"forked from {manifest['session']} checkpoint {manifest['id']} "
+                f"taken {taken_at(manifest)}", checkpoint=manifest["id"],
+                checkpoint_created=taken_at(manifest))
+        return self._report(model, manifest, report)
+
+    async def _load(self, model: SessionModel, manifest: dict[str, Any],
+                    names: list[str] | None, *, prune: bool) -> dict[str, Any]:
+        result = await self._call(
+            model, "restore_payload", self.store.blob_dir, manifest["variables"], names=names,
+            execution_count=manifest.get("execution_count"), prune=prune,
+            keep=[s.get("name") for s in manifest.get("skipped", []) if isinstance(s, dict)],
+            what="restore")
+        if result.get("refused"):
+            bad = sorted({f"{f['name']} ({f['reason']})" for f in result["failed"]})
+            raise CheckpointInvalid(
+                f"signature mismatch: blobs of checkpoint {manifest['id']} do not match their "
+                f"signed hashes: {', '.join(bad[:5])}; nothing was restored", reason="tampered")
+        return result
+
+    @staticmethod
+    def _done(manifest: dict[str, Any], verb: str) -> str:
+        return f"{verb} checkpoint {manifest['id']} taken {taken_at(manifest)}"
+
+    @staticmethod
+    def _report(model: SessionModel, manifest: dict[str, Any],
+                result: dict[str, Any]) -> dict[str, Any]:
+        return {"session": model, "checkpoint": manifest["id"],
+                "restored": result.get("restored", []), "failed": result.get("failed", []),
+                "removed": result.get("removed", [])}
+
+    # -- a new kernel for a stopped or dead session ---------------------------------------
+
+    async def _fresh_kernel(self, model: SessionModel) -> None:
+        """Give the session a kernel from the pool under its own kernel id."""
+        km = self.sessions.kernel_manager
+        kid = model.kernel_id
+        self.sessions._expected_exit.add(kid)
+        try:
+            watcher = self.sessions._watchers.pop(model.name, None)
+            if watcher is not None:
+                watcher.stop()
+            if kid in km:
+                await km.shutdown_kernel(kid, now=True)
+            await km.start_kernel(kernel_name=model.kernel_name, kernel_id=kid,
+                                  independent=True, cwd=model.cwd or self.sessions.root_dir)
+            await self.sessions._attach_kernel(model, wait=not handed_out_warm(km.get_kernel(kid)))
+        finally:
+            self.sessions._expected_exit.discard(kid)
+
+    async def _revive(self, model: SessionModel, manifest: dict[str, Any] | None, why: str,
+                      *, names: list[str] | None = None, verb: str = "restored") -> dict[str, Any]:
+        """A hibernated or dead session: new kernel (same id), then the checkpoint into it.
+
+        The caller holds the session's lock. A refused or failed load leaves the session idle
+        with an empty namespace and the reason, and raises.
+        """
+        self.sessions._transition(model, M.RESTORING, why)
+        try:
+            await self._fresh_kernel(model)
+        except BaseException as exc:
+            if model.state == M.RESTORING:
+                self.sessions._transition(model, M.DEAD, f"restore failed: {exc}")
+            raise
+        if manifest is None:
+            self.sessions._transition(model, M.IDLE, "woken: no checkpoint to restore")
+            return {}
+        try:
+            report = await self._load(model, manifest, names, prune=False)
+        except BaseException as exc:
+            if model.state == M.RESTORING:
+                self.sessions._transition(model, M.IDLE, f"restore failed, namespace empty: {exc}")
+            raise
+        self.sessions._transition(model, M.IDLE, self._done(manifest, verb),
+                                  checkpoint=manifest["id"], checkpoint_created=taken_at(manifest))
+        return report
+
+    async def wake(self, model: SessionModel) -> None:
+        """Any attach to a hibernated session restores its latest checkpoint into a pooled kernel."""
+        async with self.sessions._lock(model):
+            if model.state != M.HIBERNATED:
+                return
+            manifest = await asyncio.to_thread(self.store.latest, model.name)
+            why = (f"waking: restoring checkpoint {manifest['id']} taken {taken_at(manifest)}"
+                   if manifest else "waking")
+            await self._revive(model, manifest, why, verb="woken: restored")
+
+    # -- hibernation ----------------------------------------------------------------------
+
+    async def hibernate(self, name: str, timeout: float | None = None) -> SessionModel:
+        model = self.sessions._model(name)
+        if model.state == M.HIBERNATED:
+            return model
+        await self._until_idle(model, self.busy_timeout if timeout is None else timeout,
+                               "hibernation")
+        async with self.sessions._lock(model):
+            if model.state == M.IDLE:
+                await self._hibernate(model, "hibernated by request")
+            elif model.state != M.HIBERNATED:
+                raise SessionBusy(f"session {name!r} is {model.state}; try again")
+        return model
+
+    async def _hibernate(self, model: SessionModel, why: str, *, checkpoint: bool | None = None) -> None:
+        """Checkpoint (by policy), then stop the kernel; the caller holds the lock, saw idle.
+
+        If the checkpoint fails the kernel keeps running: nothing is lost to a policy.
+        """
+        if self.checkpoint_on_hibernate if checkpoint is None else checkpoint:
+            manifest = await self._checkpoint(model, why=f"checkpoint before hibernation ({why})")
+            why = f"{why}; checkpoint {manifest['id']}"
+        kid = model.kernel_id
+        self.sessions._expected_exit.add(kid)
+        try:
+            watcher = self.sessions._watchers.pop(model.name, None)
+            if watcher is not None:
+                watcher.stop()
+            self._forget(kid)
+            km = self.sessions.kernel_manager
+            if kid in km:
+                await km.shutdown_kernel(kid, now=False)
+        finally:
+            self.sessions._expected_exit.discard(kid)
+            self.sessions._transition(model, M.HIBERNATED, why)
+
+    async def on_stop(self, model: SessionModel) -> bool:
+        """Graceful stop: hibernate ``model``; False if it stays running (busy, or failed)."""
+        async with self.sessions._lock(model):  # let an operation under way finish first
+            pass
+        if model.state in (M.HIBERNATED, M.DEAD, M.DELETED):
+            return True
+        try:
+            await self._until_idle(model, STOP_BUSY_WAIT, "hibernation")
+            async with self.sessions._lock(model):
+                if model.state != M.IDLE:
+                    return False
+                await self._hibernate(model, "server stopped", checkpoint=self.checkpoint_on_stop)
+            return True
+        except Exception as exc:
+            self.log.warning("session %s keeps running: not hibernated on stop (%s)",
+                             model.name, exc)
+            return False
+
+    async def expire(self, model: SessionModel) -> None:
+        """An idle session past its TTL hibernates; if that fails it is tried again a TTL later."""
+        async with self.sessions._lock(model):
+            if model.state != M.IDLE:
+                return
+            try:
+                await self._hibernate(model, f"expired: idle for more than {model.ttl:g} s")
+            except Exception as exc:
+                model.last_activity = time.time()
+                self.log.warning("session %s did not hibernate: %s", model.name, exc)
+
+    # -- automatic checkpoints and restores -----------------------------------------------
+
+    def note_activity(self, model: SessionModel) -> None:
+        """Activity on ``model``: an automatic checkpoint follows once it has been quiet."""
+        if not self.auto_checkpoint:
+            return
+        kid = model.kernel_id
+        self._dirty.add(kid)
+        old = self._timers.pop(kid, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[kid] = loop.call_later(self.auto_checkpoint_delay,
+                                            lambda: self._spawn(self._auto_checkpoint(kid)))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _forget(self, kid: str) -> None:
+        self._dirty.discard(kid)
+        timer = self._timers.pop(kid, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def _auto_checkpoint(self, kid: str) -> None:
+        self._timers.pop(kid, None)
+        model = self.sessions._by_kernel(kid)
+        if model is None or kid not in self._dirty:
+            return
+        lock = self.sessions._lock(model)
+        if model.state != M.IDLE or lock.locked():  # busy again: its idle re-arms the timer
+            if model.state in (M.BUSY, M.CHECKPOINTING, M.RESTORING, M.STARTING):
+                self.note_activity(model)
+            return
+        try:
+            async with lock:
+                if model.state == M.IDLE and kid in self._dirty:
+                    await self._checkpoint(model, why="automatic checkpoint")
+        except Exception as exc:
+            self.log.warning("automatic checkpoint of session %s failed: %s", model.name, exc)
+
+    def _may_auto_restore(self, model: SessionModel) -> bool:
+        """Policy on, and not in a loop of a checkpoint that kills every kernel it is put in."""
+        if not self.auto_restore:
+            return False
+        now = time.time()
+        recent = [t for t in self._restores.get(model.kernel_id, []) if now - t < AUTO_RESTORE_WINDOW]
+        self._restores[model.kernel_id] = recent
+        if len(recent) >= AUTO_RESTORE_LIMIT:
+            self.log.warning("session %s: %d automatic restores in %g s; not restoring again",
+                             model.name, len(recent), AUTO_RESTORE_WINDOW)
+            return False
+        recent.append(now)
+        return True
+
+    async def after_restart(self, model: SessionModel) -> None:
+        """jupyter_client restarted a dead session kernel (same id): put its namespace back."""
+        manifest = None
+        if self._may_auto_restore(model):
+            manifest = await asyncio.to_thread(self.store.latest, model.name)
+        if manifest is None:
+            self.sessions._transition(model, M.IDLE, "restarted: namespace lost")
+            return
+        self.sessions._transition(
+            model, M.RESTORING, f"kernel restarted: restoring checkpoint {manifest['id']} "
+            f"taken {taken_at(manifest)}")
+        try:
+            await self._load(model, manifest, None, prune=False)
+        except Exception as exc:
+            if model.state == M.RESTORING:
+                self.sessions._transition(model, M.IDLE, f"restarted: restore failed: {exc}")
+            return
+        self.sessions._transition(model, M.IDLE, self._done(manifest, "auto-restored"),
+                                  checkpoint=manifest["id"], checkpoint_created=taken_at(manifest))
+
+    def revive_later(self, model: SessionModel) -> None:
+        """A dead session whose kernel is gone: restore its latest checkpoint in the background."""
+        if self._may_auto_restore(model):
+            self._spawn(self._revive_gone(model))
+
+    async def _revive_gone(self, model: SessionModel) -> None:
+        try:
+            async with self.sessions._lock(model):
+                if model.state != M.DEAD:
+                    return
+                manifest = await asyncio.to_thread(self.store.latest, model.name)
+                if manifest is None:
+                    return
+                await self._revive(model, manifest, f"kernel gone: restoring checkpoint "
+                                   f"{manifest['id']} taken {taken_at(manifest)}",
+                                   verb="auto-restored")
+        except Exception as exc:
+            self.log.warning("automatic restore of session %s failed: %s", model.name, exc)

@@ -1,0 +1,128 @@
+"""Finding the Jupyter server that serves kernel sessions (for the CLI, the client, the provisioner).
+
+Order: an explicit URL (``--url``), else ``JUPYTER_KERNEL_SESSIONS_URL``, else the running
+servers' runtime files (``jpserver-*.json``, what ``jupyter server list`` reads), taking the first
+one that answers on ``api/kernel-sessions/``. The token is the explicit one, else
+``JUPYTER_TOKEN``, else the one in the matching runtime file. Nothing here imports the server
+unless the runtime files have to be read: a URL in the environment keeps the CLI fast.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+URL_ENV = "JUPYTER_KERNEL_SESSIONS_URL"
+TOKEN_ENV = "JUPYTER_TOKEN"
+API_PATH = "api/kernel-sessions/"
+PROBE_PATH = API_PATH + "pool"
+PROBE_TIMEOUT = 3.0  # seconds per candidate server
+HOW_TO_START = (
+    "start one with `jupyter kernel-sessions serve` (or `jupyter lab`), or point to one with "
+    f"--url/--token or {URL_ENV}/{TOKEN_ENV}"
+)
+
+
+class ClientError(Exception):
+    """A failure the caller can act on: a refused request, no server. Never a bug.
+
+    ``reason`` is the API's machine-readable reason (``not_found``, ``invalid_name``, ...);
+    ``status`` the HTTP status, if a server answered.
+    """
+
+    def __init__(self, message: str, reason: str = "error", status: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+
+class ServerNotFound(ClientError):
+    """No server with the kernel_sessions extension could be found."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "no_server")
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Where the server is: ``url`` is its base URL (ends with ``/``), ``token`` may be empty."""
+
+    url: str
+    token: str = ""
+
+    @property
+    def api_root(self) -> str:
+        return self.url + API_PATH
+
+
+def normalize_url(url: str) -> str:
+    """``localhost:8888`` -> ``http://localhost:8888/``; a base_url path is kept."""
+    url = url.strip()
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ServerNotFound(f"not a server URL: {url!r}")
+    return url if url.endswith("/") else url + "/"
+
+
+def running_servers(runtime_dir: str | None = None) -> Iterator[dict[str, Any]]:
+    """Runtime info of the running Jupyter servers, newest first (``jupyter server list``)."""
+    from jupyter_server.serverapp import list_running_servers
+
+    infos = list(list_running_servers(runtime_dir))
+    infos.sort(key=lambda i: i.get("pid", 0), reverse=True)
+    yield from infos
+
+
+def _token_for(url: str) -> str | None:
+    """The token of the running server at ``url`` (from its runtime file), if any."""
+    try:
+        for info in running_servers():
+            if normalize_url(info.get("url", "")) == url:
+                return str(info.get("token") or "")
+    except (OSError, ServerNotFound):
+        pass
+    return None
+
+
+def probe(server: ServerInfo, timeout: float = PROBE_TIMEOUT) -> bool:
+    """True if ``server`` answers on the kernel-sessions API (403 counts: it is there)."""
+    import httpx
+
+    headers = {"Authorization": f"token {server.token}"} if server.token else {}
+    try:
+        r = httpx.get(server.url + PROBE_PATH, headers=headers, timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return r.status_code in (200, 403) and r.headers.get("content-type", "").startswith(
+        "application/json")
+
+
+def find_server(url: str | None = None, token: str | None = None) -> ServerInfo:
+    """The server to talk to (see the module docstring); ``ServerNotFound`` says how to start one."""
+    given = url or os.environ.get(URL_ENV)
+    if token is None:
+        token = os.environ.get(TOKEN_ENV)
+    if given:
+        base = normalize_url(given)
+        if token is None:
+            token = _token_for(base)
+        return ServerInfo(base, token or "")
+    seen = []
+    for info in running_servers():
+        try:
+            base = normalize_url(info.get("url", ""))
+        except ServerNotFound:
+            continue
+        candidate = ServerInfo(base, token if token is not None else str(info.get("token") or ""))
+        if probe(candidate):
+            return candidate
+        seen.append(base)
+    if seen:
+        raise ServerNotFound(
+            f"none of the running Jupyter servers ({', '.join(seen)}) has the kernel_sessions "
+            f"extension; {HOW_TO_START}")
+    raise ServerNotFound(f"no running Jupyter server found; {HOW_TO_START}")
