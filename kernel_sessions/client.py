@@ -675,7 +675,8 @@ def _sync_client(server: ServerInfo) -> KernelSessionsClient:
 def _find(url: str | None, token: str | None) -> ServerInfo:
     """``find_server``, remembered per arguments and environment (discovery reads files and
     probes servers)."""
-    key = (url, token, os.environ.get(URL_ENV), os.environ.get(TOKEN_ENV))
+    key = (url, token, os.environ.get(URL_ENV), os.environ.get(TOKEN_ENV),
+           os.environ.get("JUPYTER_RUNTIME_DIR"))
     with _lock:
         server = _servers.get(key)
     if server is None:
@@ -697,6 +698,14 @@ def connect(name: str | None = None, *, create: bool = True, kernel_name: str | 
     ``name=None`` uses this process's auto session (see the module docstring). A missing named
     session is created (from the warm pool) unless ``create=False``.
     """
+    try:
+        api = _default_client(url, token)
+        return api.connect(name, create=create, kernel_name=kernel_name, timeout=timeout)
+    except ClientError as e:
+        if e.reason != "unreachable":
+            raise
+    with _lock:  # the server found earlier is gone: look again, once
+        _servers.clear()
     return _default_client(url, token).connect(name, create=create, kernel_name=kernel_name,
                                                timeout=timeout)
 

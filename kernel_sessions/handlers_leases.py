@@ -17,10 +17,10 @@ from jupyter_server.utils import url_escape, url_path_join
 from tornado import web
 
 from .errors import SessionExists, SessionNotFound
-from .handlers_base import ApiError, KernelSessionsHandler, bad_request, finite_number
+from .handlers_base import ApiError, bad_request, finite_number
+from .handlers_render import SessionsBase
 from .models import validate_name
 
-SESSIONS_RESOURCE = "kernel_sessions:sessions"
 LEASE_FIELDS = frozenset({"owner", "lease_seconds", "kernel_name", "create"})
 MAX_OWNER_CHARS = 256
 MAX_LEASE_SECONDS = 24 * 3600.0
@@ -47,15 +47,8 @@ def conflict(name: str, owner: str | None) -> ApiError:
     return ApiError(409, "lease_conflict", f"session {name!r} is {held}")
 
 
-class LeaseHandler(KernelSessionsHandler):
+class LeaseHandler(SessionsBase):
     """Create-or-renew (POST) and release (DELETE) an owned session."""
-
-    auth_resource = SESSIONS_RESOURCE
-
-    async def render(self, model: Any) -> dict[str, Any]:
-        from .handlers import SessionsBase, session_json  # handlers.py imports this module
-
-        return session_json(model, self.kernel_manager, await SessionsBase.notebooks(self))  # type: ignore[arg-type]
 
     @web.authenticated
     @authorized
@@ -75,11 +68,8 @@ class LeaseHandler(KernelSessionsHandler):
                 raise
             model = None
         if model is None:
-            kernel_name = None
-            if "kernel_name" in body:
-                from .handlers import SessionsBase
-
-                kernel_name = await SessionsBase.known_kernel_name(self, body["kernel_name"])  # type: ignore[arg-type]
+            kernel_name = (await self.known_kernel_name(body["kernel_name"])
+                           if "kernel_name" in body else None)
             try:
                 model = await ks.create(name, kernel_name, owner=owner, lease_seconds=lease)
             except SessionExists:  # created meanwhile by someone else: only its owner may renew

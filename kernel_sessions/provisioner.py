@@ -50,14 +50,15 @@ DELIM = b"<IDS|MSG>"
 GONE_STATES = frozenset({"dead", "deleted", "hibernated"})
 POLL_CACHE_SECONDS = 1.0  # poll() is called often; ask the server at most this often
 PROXY_START_TIMEOUT = 10.0
-PROXY_POLL_MS = 1000  # the proxy thread's wake-up to notice it was stopped
+PROXY_STOP_TIMEOUT = 5.0
 
 
 class ControlProxy:
     """Forwards a kernel's control channel, answering ``shutdown_request`` itself.
 
     ROUTER (clients) <-> DEALER (kernel) in a thread of its own: identities pass through as
-    the envelope, so replies find their client. Owns its zmq context.
+    the envelope, so replies find their client. Owns its zmq context; ``stop`` wakes the thread
+    through an inproc socket, so detaching costs no polling delay.
     """
 
     def __init__(self, target: str, key: bytes, signature_scheme: str, ip: str = "127.0.0.1") -> None:
@@ -65,7 +66,7 @@ class ControlProxy:
         self.session = Session(key=key, signature_scheme=signature_scheme)
         self.port = 0
         self.context = zmq.Context()
-        self._stop = threading.Event()
+        self._wake = f"inproc://kernel-sessions-control-{id(self)}"
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="kernel-sessions-control",
@@ -78,12 +79,20 @@ class ControlProxy:
         return self.port
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(PROXY_POLL_MS / 1000 * 3)
+        if self._thread.is_alive():
+            wake = self.context.socket(zmq.PAIR)
+            wake.linger = 0
+            wake.connect(self._wake)
+            wake.send(b"stop")
+            self._thread.join(PROXY_STOP_TIMEOUT)
+            wake.close()
         self.context.term()
 
     def _run(self) -> None:
         try:
+            stop = self.context.socket(zmq.PAIR)
+            stop.linger = 0
+            stop.bind(self._wake)
             front = self.context.socket(zmq.ROUTER)
             front.linger = 0
             self.port = front.bind_to_random_port(f"tcp://{self.ip}")
@@ -96,19 +105,22 @@ class ControlProxy:
             return
         self._ready.set()
         poller = zmq.Poller()
-        poller.register(front, zmq.POLLIN)
-        poller.register(back, zmq.POLLIN)
+        for sock in (front, back, stop):
+            poller.register(sock, zmq.POLLIN)
         try:
-            while not self._stop.is_set():
-                for sock, _ in poller.poll(PROXY_POLL_MS):
-                    frames = sock.recv_multipart(copy=True)
-                    if sock is back:
-                        front.send_multipart(frames)
-                    elif not self._answered(front, frames):
+            while True:
+                ready = dict(poller.poll())
+                if stop in ready:
+                    return
+                if back in ready:
+                    front.send_multipart(back.recv_multipart())
+                if front in ready:
+                    frames = front.recv_multipart()
+                    if not self._answered(front, frames):
                         back.send_multipart(frames)
         finally:
-            front.close()
-            back.close()
+            for sock in (front, back, stop):
+                sock.close()
 
     def _answered(self, front: zmq.Socket, frames: list[bytes]) -> bool:
         """Answer a ``shutdown_request`` (the session must outlive its callers)."""

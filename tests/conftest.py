@@ -58,6 +58,8 @@ def ks_config(data_dir: Any, **server_app: Any) -> Config:
         "PoolMixin": {"pool_sizes": dict(TEST_POOL_SIZES)},
         "KernelSessionsApp": {"session_data_dir": str(data_dir)},
         "KernelSessionManager": {"keep_kernels_on_stop": False},
+        # no background checkpoints in the middle of unrelated assertions (tested on their own)
+        "CheckpointService": {"auto_checkpoint": False},
     })
 
 

@@ -150,3 +150,65 @@ def test_session_survives_sigterm_and_sigkill_of_the_server(tmp_path: Path) -> N
                 psutil.Process(pid).kill()
             except psutil.Error:
                 pass
+
+
+def test_graceful_stop_hibernates_and_a_crash_restores_the_latest_checkpoint(tmp_path: Path) -> None:
+    """Default policy: SIGTERM checkpoints and stops session kernels; the next server wakes a
+    session on its first use. After a SIGKILL of the server *and* the kernel, the next server
+    restores the latest checkpoint into a new kernel with the same id."""
+    for d in ("data", "runtime", "config", "root"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "config" / "jupyter_server_config.json").write_text(json.dumps({
+        "ServerApp": {"jpserver_extensions": {"kernel_sessions": True}},
+        "PoolMixin": {"pool_sizes": {"python3": 1}},
+    }))
+    servers: list[Server] = []
+    try:
+        first = Server(tmp_path)
+        servers.append(first)
+        status, s = first.call("POST", "/api/kernel-sessions/sessions", {"name": "sleepy"})
+        assert status == 201, s
+        kid = s["kernel"]["id"]
+        first.execute("sleepy", "x = 42\nimport os\npid = os.getpid()")
+        pid = int(first.execute("sleepy", "pid")["outputs"][0]["data"]["text/plain"])
+        first.stop(signal.SIGTERM)
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+        second = Server(tmp_path)
+        servers.append(second)
+        status, s = second.call("GET", "/api/kernel-sessions/sessions/sleepy")
+        assert (s["state"], s["kernel"]["id"]) == ("hibernated", kid), s
+        assert s["reason"].startswith("server stopped; checkpoint ")
+        assert value_of_x(second, "sleepy") == "42"  # execute wakes it
+        status, s = second.call("GET", "/api/kernel-sessions/sessions/sleepy")
+        assert (s["state"], s["kernel"]["id"]) == ("idle", kid), s
+        second.execute("sleepy", "x = 43\npid = os.getpid()")
+        pid = int(second.execute("sleepy", "pid")["outputs"][0]["data"]["text/plain"])
+        status, ckpt = second.call("POST", "/api/kernel-sessions/sessions/sleepy/checkpoints", {})
+        assert status == 201, ckpt
+        second.stop(signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
+
+        third = Server(tmp_path)
+        servers.append(third)
+        deadline = time.monotonic() + 60
+        while True:
+            status, s = third.call("GET", "/api/kernel-sessions/sessions/sleepy")
+            if s["state"] == "idle" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert (s["state"], s["kernel"]["id"]) == ("idle", kid), s
+        assert s["reason"] == f"auto-restored checkpoint {ckpt['id']} taken {ckpt['created']}" \
+            or s["reason"].startswith(f"auto-restored checkpoint {ckpt['id']}"), s
+        assert value_of_x(third, "sleepy") == "43"
+        third.stop(signal.SIGTERM)
+    finally:
+        leftovers = {p for server in servers for p in server.kids | server.descendants()}
+        for server in servers:
+            if server.proc.poll() is None:
+                server.proc.kill()
+        for p in leftovers:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

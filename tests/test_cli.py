@@ -1,0 +1,209 @@
+"""``jupyter kernel-sessions``: every command against a live server (``serve``, a subprocess).
+
+Most commands run in-process through ``main(argv)`` (exit code, stdout, stderr); the entry
+point, discovery and the error lines are also checked in real subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+
+from .cli_server import LiveServer, cli_subprocess, run_cli
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer(tmp_path_factory.mktemp("cli"))
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture
+def cli(server: LiveServer) -> Iterator[Any]:
+    """Run the CLI in this process as a client of ``server`` (found through its runtime file)."""
+    with server.environment():
+        yield run_cli
+
+
+def ok(result: tuple[int, str, str]) -> str:
+    code, out, err = result
+    assert code == 0, (code, out, err)
+    return out
+
+
+def one_error(result: tuple[int, str, str], code: int = 1) -> str:
+    """The command failed with ``code`` and said so in exactly one ``error:`` line."""
+    got, out, err = result
+    assert got == code, (got, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_session_commands(cli: Any, server: LiveServer, tmp_path: Path) -> None:
+    # create / list / info: --json is the API's Session, people get a line or a table
+    s = json.loads(ok(cli("create", "c1", "--tag", "team=a", "--json")))
+    assert (s["name"], s["state"], s["tags"]) == ("c1", "idle", {"team": "a"})
+    assert ok(cli("create", "c2")).strip() == "created c2 (python3, idle)"
+    listed = json.loads(ok(cli("list", "--json")))
+    assert [x["name"] for x in listed] == ["c1", "c2"]
+    table = ok(cli("list"))
+    assert "NAME" in table and "team=a" in table and "c2" in table
+    assert json.loads(ok(cli("--json", "info", "c1")))["kernel"]["id"] == s["kernel"]["id"]
+    assert "team=a" in ok(cli("info", "c1"))
+
+    # exec streams stdout and stderr, shows results; exit 1 when the code raised
+    code, out, err = cli("exec", "c1", "import sys\nprint('out')\nprint('err', file=sys.stderr)\n"
+                         "z = {'a': [1, 2]}\n6 * 7")
+    assert (code, out, err) == (0, "out\n42\n", "err\n")
+    code, out, err = cli("exec", "c1", "1/0")
+    assert code == 1 and "ZeroDivisionError" in err and "\x1b[" not in err
+    assert ok(cli("exec", "c1", "-", stdin="print('from stdin')")) == "from stdin\n"
+    r = json.loads(ok(cli("exec", "c1", "q = 1; q + 1", "--json")))
+    assert r["status"] == "ok" and r["outputs"][0]["data"]["text/plain"] == "2"
+    assert json.loads(cli("exec", "c1", "raise KeyError('k')", "--json")[1])["status"] == "error"
+    assert cli("exec", "c1", "raise KeyError('k')", "--json")[0] == 1
+
+    # variables
+    listing = json.loads(ok(cli("vars", "c1", "--json")))
+    assert {v["name"] for v in listing["variables"]} == {"q", "z"}
+    assert "PREVIEW" in ok(cli("vars", "c1"))
+    assert json.loads(ok(cli("get", "c1", "z"))) == {"a": [1, 2]}
+    assert ok(cli("get", "c1", "z", "--format", "repr")).strip() == "{'a': [1, 2]}"
+    assert ok(cli("set", "c1", "w", '[1, "a"]')).strip() == "set c1.w (list)"
+    assert json.loads(ok(cli("get", "c1", "w", "--json")))["value"] == [1, "a"]
+    assert "not valid JSON" in one_error(cli("set", "c1", "w", "abc"))
+    assert one_error(cli("get", "c1", "nope")) == "error: no variable named 'nope'"
+
+    # connection file: private, and a stock client can use it
+    path = Path(json.loads(ok(cli("connection-file", "c1", "-o", str(tmp_path / "c.json"),
+                                  "--json")))["path"])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    kc = BlockingKernelClient()
+    kc.load_connection_file(str(path))
+    kc.start_channels(hb=False)
+    try:
+        assert kc.kernel_info_request if False else kc.kernel_info(reply=True, timeout=30)[
+            "content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+    assert ok(cli("connection-file", "c2")).strip().endswith("kernel-session-c2.json")
+
+    # rename / restart / interrupt / delete
+    assert json.loads(ok(cli("rename", "c2", "c3", "--json")))["name"] == "c3"
+    restarted = json.loads(ok(cli("restart", "c1", "--json")))
+    assert restarted["restarts"] == 1 and restarted["kernel"]["id"] == s["kernel"]["id"]
+    assert json.loads(ok(cli("vars", "c1", "--json")))["variables"] == []
+    assert ok(cli("interrupt", "c1")).strip() == "interrupted c1"
+    assert json.loads(ok(cli("delete", "c3", "--json"))) == {"deleted": "c3", "purged": False}
+    assert one_error(cli("delete", "c3")) == "error: no session named 'c3'"
+    assert one_error(cli("info", "c3")) == "error: no session named 'c3'"
+
+    # user errors: one line, exit 1; usage errors: argparse's exit 2
+    assert "must match" in one_error(cli("create", "Bad/Name"))
+    assert "exists" in one_error(cli("create", "c1")) or "taken" in one_error(cli("create", "c1"))
+    assert cli("frobnicate")[0] == 2
+    assert cli("list", "--bogus")[0] == 2
+    assert cli("exec", "c1")[0] == 2
+    assert cli()[0] == 2
+    assert "--resize wants" in one_error(cli("pool", "--resize", "python3"))
+    ok(cli("delete", "c1"))
+    assert server.names() == []
+
+
+def test_pool_command(cli: Any) -> None:
+    pool = json.loads(ok(cli("pool", "--json")))
+    assert pool["pools"]["python3"]["target"] == 1
+    assert "KERNELSPEC" in ok(cli("pool"))
+    resized = json.loads(ok(cli("pool", "--resize", "python3=2", "--json")))
+    assert resized["pools"]["python3"]["target"] == 2
+    assert json.loads(ok(cli("pool", "--resize", "python3=1", "--json")))["pools"]["python3"][
+        "target"] == 1
+    assert "no kernelspec named" in one_error(cli("pool", "--resize", "nope=1"))
+
+
+def test_checkpoint_commands(cli: Any, server: LiveServer) -> None:
+    ok(cli("create", "ck"))
+    ok(cli("exec", "ck", "a = 1; f = lambda v: v + 1"))
+    c = json.loads(ok(cli("checkpoint", "ck", "--label", "first", "--json")))
+    assert c["session"] == "ck" and c["label"] == "first" and c["variable_count"] == 2
+    assert {v["name"] for v in c["variables"]} == {"a", "f"}
+    human = ok(cli("checkpoint", "ck"))
+    assert human.startswith("checkpoint ") and "of ck: 2 variables" in human
+    items = json.loads(ok(cli("checkpoints", "ck", "--json")))
+    assert [i["label"] for i in items] == [None, "first"]  # newest first
+    assert "first" in ok(cli("checkpoints", "ck"))
+
+    # restore: a given checkpoint, into the session itself
+    ok(cli("exec", "ck", "a = 99"))
+    r = json.loads(ok(cli("restore", "ck", c["id"], "--json")))
+    assert sorted(r["restored"]) == ["a", "f"] and r["failed"] == []
+    assert json.loads(ok(cli("get", "ck", "a"))) == 1
+    # ... the latest one into a new session (a fork), and a fork at create time
+    assert "into ck2" in ok(cli("restore", "ck", "--into", "ck2"))
+    assert ok(cli("exec", "ck2", "f(a)")).strip() == "2"
+    assert json.loads(ok(cli("create", "ck3", "--from", f"ck:{c['id']}", "--json")))["name"] == "ck3"
+    assert ok(cli("exec", "ck3", "f(a)")).strip() == "2"
+    assert one_error(cli("restore", "ck", "20000101T000000.000000Z-deadbeef"))
+
+    # delete --purge takes the checkpoints along
+    for name in ("ck2", "ck3"):
+        ok(cli("delete", name))
+    assert json.loads(ok(cli("delete", "ck", "--purge", "--json")))["purged"] is True
+    assert json.loads(ok(cli("checkpoints", "ck", "--json"))) == []
+
+
+def test_install_kernelspec_and_console(cli: Any, server: LiveServer) -> None:
+    out = json.loads(ok(cli("install-kernelspec", "etl", "--json")))
+    spec = json.loads((Path(out["path"]) / "kernel.json").read_text())
+    assert out["name"] == "session.etl" and out["path"].startswith(server.env["JUPYTER_DATA_DIR"])
+    assert spec["metadata"]["kernel_provisioner"] == {
+        "provisioner_name": "kernel-sessions", "config": {"session": "etl"}}
+    assert spec["display_name"] == "etl (session)" and server.token not in json.dumps(spec)
+    assert "must match" in one_error(cli("install-kernelspec", "Nope!"))
+    assert "no session named 'ghost'" in one_error(cli("console", "ghost"))
+    if shutil.which("jupyter-console") is None:
+        assert "jupyter console is not installed" in one_error(cli("create", "cons") and
+                                                               cli("console", "cons"))
+        ok(cli("delete", "cons"))
+
+
+def test_real_processes_entry_point_discovery_and_errors(server: LiveServer, tmp_path: Path) -> None:
+    """The ``jupyter kernel-sessions`` entry point in real processes, run side by side."""
+    empty = {**server.env, "JUPYTER_RUNTIME_DIR": str(tmp_path / "no-servers")}
+    procs = {
+        "discovered": cli_subprocess("--json", "list", env=server.env),
+        "env": cli_subprocess("create", "sub", env=server.url_env),
+        "unknown": cli_subprocess("info", "nope", env=server.env),
+        "no server": cli_subprocess("list", env=empty),
+        "bad token": cli_subprocess("list", "--url", server.url, "--token", "wrong", env=empty),
+    }
+    results = {k: (p.wait(120), p.stdout.read(), p.stderr.read()) for k, p in procs.items()}
+    assert isinstance(json.loads(ok(results["discovered"])), list)
+    assert ok(results["env"]).strip() == "created sub (python3, idle)"
+    assert one_error(results["unknown"]) == "error: no session named 'nope'"
+    line = one_error(results["no server"])
+    assert "no running Jupyter server found" in line and "jupyter kernel-sessions serve" in line
+    assert "token" in one_error(results["bad token"])
+    assert server.names() == ["sub"]
+    server.api("DELETE", "sessions/sub")
+
+
+@pytest.fixture(autouse=True)
+def _no_url_env() -> Iterator[None]:
+    """A developer's own server settings never leak into these tests."""
+    saved = {k: os.environ.pop(k) for k in ("JUPYTER_KERNEL_SESSIONS_URL", "JUPYTER_TOKEN")
+             if k in os.environ}
+    yield
+    os.environ.update(saved)
