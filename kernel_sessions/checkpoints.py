@@ -38,10 +38,12 @@ from .errors import (
     CheckpointKeyError,
     CheckpointNotFound,
 )
-from .kernel.snapshot import (  # GC must know the kernel's temps
+from .kernel.snapshot import (  # GC must know the kernel's temps; hashes name the blobs
     DIR_MODE,
     FILE_MODE,
+    HASH_SHA256,
     TMP_SUFFIX,
+    _hasher,
 )
 from .models import validate_name
 
@@ -383,17 +385,20 @@ class CheckpointStore(LoggingConfigurable):
 
     def verify_blobs(self, manifest: dict[str, Any]) -> list[str]:
         """Blob ids of ``manifest`` that are missing or no longer hash to their name."""
+        algs = {e.get("blob"): e.get("hash") or HASH_SHA256
+                for e in manifest.get("variables", {}).values()
+                if isinstance(e, dict) and e.get("blob") is not None}
         bad = []
-        for sha in sorted({e.get("blob") for e in manifest.get("variables", {}).values()
-                           if isinstance(e, dict) and e.get("blob") is not None}, key=str):
-            digest = hashlib.sha256()
+        for sha in sorted(algs, key=str):
+            digest = None
             try:
+                digest = _hasher(algs[sha])
                 with self._fs.open_read(self._blob_path(sha)) as f:
                     while chunk := f.read(IO_CHUNK):
                         digest.update(chunk)
-            except (OSError, CheckpointInvalid):
-                pass
-            if digest.hexdigest() != sha:
+            except (OSError, ValueError, ImportError, CheckpointInvalid):
+                digest = None
+            if digest is None or digest.hexdigest() != sha:
                 bad.append(str(sha))
         return bad
 

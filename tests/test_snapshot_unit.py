@@ -313,8 +313,8 @@ def test_tampered_blob_is_refused(snap, tmp_path, monkeypatch):
         else:
             data += b"\x80\x05extra"
         Path(path).write_bytes(bytes(data))
-        assert not snap.verify_blob(str(tmp_path), v[name]["blob"])
-    assert snap.verify_blob(str(tmp_path), v["c"]["blob"])
+        assert not snap.verify_blob(str(tmp_path), v[name]["blob"], v[name]["hash"])
+    assert snap.verify_blob(str(tmp_path), v["c"]["blob"], v["c"]["hash"])
     unpickled = []
     monkeypatch.setattr(snap.pickle, "loads", lambda *a, **k: unpickled.append(a) or "poisoned")
     ns2: dict = {}
@@ -339,7 +339,7 @@ def test_tampered_blob_is_refused(snap, tmp_path, monkeypatch):
     # same-size damage is only caught on load (a dump re-reading every blob would cost too much).
     healed = snap.dump_namespace(ns, str(tmp_path))
     assert healed["blobs_written"] == 2 and healed["variables"] == v
-    assert [snap.verify_blob(str(tmp_path), v[k]["blob"]) for k in "abc"] == [False, True, True]
+    assert [snap.verify_blob(str(tmp_path), v[k]["blob"], v[k]["hash"]) for k in "abc"] == [False, True, True]
 
 
 def test_permissions_under_umask_zero(snap, tmp_path):
@@ -463,3 +463,27 @@ def test_real_ipython_shell_round_trip(tmp_path):
     assert result["load"]["failed"] == []
     assert result["check"] == [11, True, True, 2.0, os.path.join("a", "b")]
     assert (tmp_path / "keep.txt").read_text() == "keep"
+
+
+def test_blobs_are_named_by_blake3_or_sha256_and_both_load(snap, tmp_path, monkeypatch):
+    import blake3
+    import numpy as np
+
+    ns = {"arr": np.arange(10_000_000, dtype=np.int64), "small": [1, 2], "text": "x" * 100}
+    fast = snap.dump_namespace(ns, str(tmp_path / "b3"))["variables"]  # > PARALLEL_MIN_BYTES
+    assert {e["hash"] for e in fast.values()} == {"blake3"}
+    blob = Path(snap.blob_path(str(tmp_path / "b3"), fast["arr"]["blob"])).read_bytes()
+    assert blake3.blake3(blob).hexdigest() == fast["arr"]["blob"]
+    monkeypatch.setattr(snap, "preferred_hash", lambda: "sha256")  # a kernel without blake3
+    plain = snap.dump_namespace(ns, str(tmp_path / "sha"))["variables"]
+    assert {e["hash"] for e in plain.values()} == {"sha256"}
+    assert plain["arr"]["blob"] != fast["arr"]["blob"]
+    for folder, entries in (("b3", fast), ("sha", plain)):
+        out: dict = {}
+        result = snap.load_namespace(out, str(tmp_path / folder), entries)
+        assert sorted(result["restored"]) == ["arr", "small", "text"] and not result["failed"]
+        assert np.array_equal(out["arr"], ns["arr"]) and out["small"] == [1, 2]
+    # the hash named in the (signed) manifest is the one checked: a mismatch is refused
+    wrong = {k: dict(v, hash="sha256") for k, v in fast.items()}
+    result = snap.load_namespace({}, str(tmp_path / "b3"), wrong)
+    assert result["refused"] and {f["reason"] for f in result["failed"]} == {"hash mismatch"}
