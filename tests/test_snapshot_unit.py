@@ -487,3 +487,36 @@ def test_blobs_are_named_by_blake3_or_sha256_and_both_load(snap, tmp_path, monke
     wrong = {k: dict(v, hash="sha256") for k, v in fast.items()}
     result = snap.load_namespace({}, str(tmp_path / "b3"), wrong)
     assert result["refused"] and {f["reason"] for f in result["failed"]} == {"hash mismatch"}
+
+
+def test_large_blobs_are_mapped_copy_on_write_and_format_1_still_loads(snap, tmp_path):
+    import hashlib
+    import pickle
+
+    import numpy as np
+
+    arr = np.arange(1_000_000, dtype=np.float64)  # 8 MB: over MMAP_MIN_BYTES
+    entries = snap.dump_namespace({"arr": arr}, str(tmp_path))["variables"]
+    path = Path(snap.blob_path(str(tmp_path), entries["arr"]["blob"]))
+    before = path.read_bytes()
+    out: dict = {}
+    assert snap.load_namespace(out, str(tmp_path), entries)["restored"] == ["arr"]
+    got = out["arr"]
+    assert got.flags.writeable and got.flags.aligned and np.array_equal(got, arr)
+    got[:10] = -1  # private to this namespace: the blob on disk is unchanged
+    assert path.read_bytes() == before and snap.verify_blob(str(tmp_path), path.name, "blake3")
+
+    # a blob of format 1 (buffers back to back, no alignment) written by an older version
+    buffers: list = []
+    inband = pickle.dumps(np.arange(5.0), protocol=5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    blob = (snap.HEADER.pack(b"KSNB", 1, 1, 0, len(raws), len(inband))
+            + b"".join(snap.BUFFER_LENGTH.pack(r.nbytes) for r in raws) + inband
+            + b"".join(bytes(r) for r in raws))
+    sha = hashlib.sha256(blob).hexdigest()
+    Path(snap.blob_path(str(tmp_path), sha)).parent.mkdir(exist_ok=True)
+    Path(snap.blob_path(str(tmp_path), sha)).write_bytes(blob)
+    old = {"v": {"blob": sha, "serializer": "pickle5", "size": len(blob), "group": None}}
+    out = {}
+    assert snap.load_namespace(out, str(tmp_path), old)["restored"] == ["v"]
+    assert out["v"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]

@@ -16,9 +16,15 @@ Blob layout (integers little-endian)::
              kind (0 one object, 1 group dict {name: obj}), pad, buffer count n, pickle length
     lengths  n x "<Q": length of each out-of-band buffer
     pickle   the in-band pickle stream
-    buffers  the out-of-band buffers, raw, back to back
+    buffers  the out-of-band buffers, raw; from format 2 on each starts at a multiple of
+             BUFFER_ALIGN bytes (zero padding), so arrays mapped straight from the file are
+             aligned (format 1: back to back)
 
-A blob is named by the sha256 of all its bytes and stored at ``<blob_dir>/<sha[:2]>/<sha>``.
+A blob is named by the hash (BLAKE3, else SHA-256) of all its bytes and stored at
+``<blob_dir>/<hash[:2]>/<hash>``. Large blobs are restored by mapping the file copy-on-write:
+the arrays use the page cache's pages directly, no zero-filled allocation, no copy. The pickle
+stream is copied out first and the hash covers that copy, so what is unpickled is exactly what
+was verified.
 """
 
 from __future__ import annotations
@@ -41,7 +47,10 @@ from itertools import islice
 from typing import Any, Callable, Iterator, NamedTuple
 
 BLOB_MAGIC = b"KSNB"
-BLOB_VERSION = 1
+BLOB_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+BUFFER_ALIGN = 64  # bytes; out-of-band buffers start at multiples of this (format 2)
+MMAP_MIN_BYTES = 1 << 20  # blobs at least this large are mapped copy-on-write, not read
 HEADER = struct.Struct("<4sBBBxIQ")
 BUFFER_LENGTH = struct.Struct("<Q")
 PICKLE_PROTOCOL = 5
@@ -276,6 +285,17 @@ def _write_all(fd: int, data: memoryview | bytes) -> None:
             offset += os.write(fd, flat[offset: offset + IO_CHUNK])
 
 
+def _layout(version: int, start: int, lengths: list[int]) -> tuple[list[int], int]:
+    """Offsets of the out-of-band buffers that follow the pickle at ``start``, and the end."""
+    offsets, offset = [], start
+    for n in lengths:
+        if version >= 2:
+            offset += -offset % BUFFER_ALIGN
+        offsets.append(offset)
+        offset += n
+    return offsets, offset
+
+
 def _store(blob_dir: str, payload: _Payload, alg: str = HASH_SHA256) -> tuple[str, int, bool]:
     """Write ``payload`` as a blob unless an identical one exists: (sha, size, written).
 
@@ -286,11 +306,18 @@ def _store(blob_dir: str, payload: _Payload, alg: str = HASH_SHA256) -> tuple[st
     header = HEADER.pack(BLOB_MAGIC, BLOB_VERSION, SERIALIZER_CODES[payload.serializer],
                          payload.kind, len(lengths), payload.inband.nbytes)
     header += b"".join(BUFFER_LENGTH.pack(n) for n in lengths)
-    chunks = [header, payload.inband, *payload.buffers]
+    chunks: list[Any] = [header, payload.inband]
+    offset = len(header) + payload.inband.nbytes
+    offsets, size = _layout(BLOB_VERSION, offset, lengths)
+    for at, buf in zip(offsets, payload.buffers):
+        if at > offset:
+            chunks.append(bytes(at - offset))
+        chunks.append(buf)
+        offset = at + buf.nbytes
     digest = _hasher(alg)
     for chunk in chunks:
         digest.update(chunk)
-    sha, size = digest.hexdigest(), len(header) + payload.inband.nbytes + sum(lengths)
+    sha = digest.hexdigest()
     final = blob_path(blob_dir, sha)
     with contextlib.suppress(OSError):
         if os.stat(final).st_size == size:
@@ -548,23 +575,25 @@ def dump_namespace(ns: dict, blob_dir: str, *, names: list[str] | None = None,
 
 
 def _read_into(f: io.RawIOBase, buf: bytearray, digest: Any) -> bool:
-    """Fill ``buf`` from ``f``, hashing as it goes; False if the file ended first."""
+    """Fill ``buf`` from ``f``, hashing as it goes (if ``digest``); False if the file ended."""
     view, offset = memoryview(buf), 0
     while offset < len(buf):
         got = f.readinto(view[offset: offset + IO_CHUNK])
         if not got:
             return False
-        digest.update(view[offset: offset + got])
+        if digest is not None:
+            digest.update(view[offset: offset + got])
         offset += got
     return True
 
 
 def _read_verified(blob_dir: str, sha: str,
-                   alg: str = HASH_SHA256) -> tuple[int, int, bytearray, list[bytearray]]:
-    """Read blob ``sha`` in one pass, hashing as it goes: (serializer code, kind, pickle, buffers).
+                   alg: str = HASH_SHA256) -> tuple[int, int, bytes, list[memoryview]]:
+    """Blob ``sha`` checked against its hash: (serializer code, kind, pickle, buffers).
 
-    Buffers are read into bytearrays that then back the restored arrays (no extra copy).
-    Nothing is returned unless the hash (``alg``) matches; raises _LoadError.
+    A large blob is mapped copy-on-write and its buffers are views of the mapping (writes to
+    the restored arrays stay private); a small one is read into memory. The pickle stream is
+    copied out *before* hashing and the hash covers the copy. Raises _LoadError.
     """
     try:
         digest = _hasher(alg)
@@ -577,23 +606,40 @@ def _read_verified(blob_dir: str, sha: str,
         raise _LoadError("cannot open blob: " + _describe(exc)) from None
     with f:
         size = os.fstat(f.fileno()).st_size
-        head, fields, lengths = bytearray(HEADER.size), None, []
-        if _read_into(f, head, digest):
-            magic, version, code, kind, count, inband_len = HEADER.unpack(head)
-            raw = bytearray(count * BUFFER_LENGTH.size if count <= MAX_OOB_BUFFERS else 0)
-            if ((magic, version) == (BLOB_MAGIC, BLOB_VERSION) and kind <= KIND_GROUP
-                    and code in SERIALIZER_CODES.values() and count <= MAX_OOB_BUFFERS
-                    and _read_into(f, raw, digest)):
+        try:
+            if size >= MMAP_MIN_BYTES:
+                import mmap
+
+                data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            else:
+                data = bytearray(size)
+                if not _read_into(f, data, None):
+                    raise _LoadError("hash mismatch")  # the file shrank while being read
+        except (OSError, ValueError) as exc:
+            raise _LoadError("cannot read blob: " + _describe(exc)) from None
+    view = memoryview(data)
+    fields, lengths, prefix = None, [], b""
+    if size >= HEADER.size:
+        head = bytes(view[:HEADER.size])
+        magic, version, code, kind, count, inband_len = HEADER.unpack(head)
+        table_end = HEADER.size + BUFFER_LENGTH.size * count
+        if (magic == BLOB_MAGIC and version in READABLE_VERSIONS and kind <= KIND_GROUP
+                and code in SERIALIZER_CODES.values() and count <= MAX_OOB_BUFFERS
+                and table_end + inband_len <= size):
+            prefix = bytes(view[:table_end + inband_len])  # private: what gets unpickled
+            lengths = [n for (n,) in BUFFER_LENGTH.iter_unpack(prefix[HEADER.size:table_end])]
+            offsets, end = _layout(version, len(prefix), lengths)
+            if end == size and prefix[:HEADER.size] == head:  # the same header, read twice
                 fields = (code, kind, inband_len)
-                lengths = [n for (n,) in BUFFER_LENGTH.iter_unpack(raw)]
-        if fields is None or f.tell() + fields[2] + sum(lengths) != size:
-            while chunk := f.read(IO_CHUNK):  # malformed: say "tampered" if that is what it is
-                digest.update(chunk)
-            raise _LoadError("hash mismatch" if digest.hexdigest() != sha else "corrupt blob")
-        parts = [bytearray(n) for n in (fields[2], *lengths)]  # sizes match the file: safe
-        if not all(_read_into(f, part, digest) for part in parts) or digest.hexdigest() != sha:
-            raise _LoadError("hash mismatch")
-    return fields[0], fields[1], parts[0], parts[1:]
+    if fields is None:
+        digest.update(view)
+        raise _LoadError("hash mismatch" if digest.hexdigest() != sha else "corrupt blob")
+    digest.update(prefix)
+    digest.update(view[len(prefix):])
+    if digest.hexdigest() != sha:
+        raise _LoadError("hash mismatch")
+    buffers = [view[at: at + n] for at, n in zip(offsets, lengths)]
+    return fields[0], fields[1], prefix[len(prefix) - fields[2]:], buffers
 
 
 def verify_blob(blob_dir: str, sha: str, alg: str = HASH_SHA256) -> bool:
@@ -608,7 +654,7 @@ def verify_blob(blob_dir: str, sha: str, alg: str = HASH_SHA256) -> bool:
     return digest.hexdigest() == sha
 
 
-def _unpickle(code: int, inband: bytearray, buffers: list[bytearray], ns: dict) -> Any:
+def _unpickle(code: int, inband: bytes, buffers: list[memoryview], ns: dict) -> Any:
     """Unpickle a verified blob's content; dill's ``__main__`` is ``ns`` (see _NamespaceProxy)."""
     try:
         if code == SERIALIZER_CODES[SER_PICKLE]:
@@ -676,7 +722,7 @@ def load_namespace(ns: dict, blob_dir: str, entries: dict[str, dict[str, Any]], 
     outcomes = _run_all([lambda e=e: _read_verified(blob_dir, e.get("blob"),
                                                     e.get("hash") or HASH_SHA256)
                          for e in heads], size)
-    read: dict[tuple[Any, ...], tuple[int, int, bytearray, list[bytearray]]] = {}
+    read: dict[tuple[Any, ...], tuple[int, int, bytes, list[memoryview]]] = {}
     refused = []
     for key, outcome in zip(keys, outcomes):
         if isinstance(outcome, BaseException):
