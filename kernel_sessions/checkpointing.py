@@ -43,6 +43,7 @@ DEATH_POLL = 0.25  # seconds between liveness checks while the kernel dumps or l
 STOP_BUSY_WAIT = 2.0  # seconds a graceful stop waits for a busy session before leaving it running
 AUTO_RESTORE_WINDOW = 300.0  # seconds over which automatic restores of one session are counted
 AUTO_RESTORE_LIMIT = 3  # more restores than this in the window: the checkpoint kills the kernel
+GC_INTERVAL = 600.0  # seconds between collections of blobs no checkpoint uses
 UNAVAILABLE = (M.DEAD, M.DELETED, M.HIBERNATED)
 
 
@@ -78,6 +79,7 @@ class CheckpointService(LoggingConfigurable):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._restores: dict[str, list[float]] = {}  # kernel id -> times of automatic restores
         self._tasks: set[asyncio.Task] = set()
+        self._last_gc = 0.0
 
     @property
     def store(self) -> CheckpointStore:
@@ -95,6 +97,18 @@ class CheckpointService(LoggingConfigurable):
         self._timers.clear()
         for task in list(self._tasks):
             task.cancel()
+
+    async def collect_garbage(self, force: bool = False) -> int:
+        """Remove blobs no checkpoint uses (at most every GC_INTERVAL s unless ``force``)."""
+        now = time.monotonic()
+        if not force and now - self._last_gc < GC_INTERVAL:
+            return 0
+        self._last_gc = now
+        try:
+            return await asyncio.to_thread(self.store.collect_garbage)
+        except Exception as exc:  # a sweep must never stop the loop that runs it
+            self.log.warning("checkpoint garbage collection failed: %s", exc)
+            return 0
 
     # -- listing --------------------------------------------------------------------------
 

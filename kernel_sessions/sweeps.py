@@ -81,9 +81,11 @@ class SweepsMixin:
                 self._transition(model, M.DEAD, f"kernel died (exit code {code})")
 
     async def _reap_loop(self: KernelSessionManager) -> None:
-        """End sessions whose owner's lease lapsed; expire idle ones past their TTL."""
+        """End sessions whose owner's lease lapsed; expire idle ones past their TTL; now and then
+        collect checkpoint blobs nothing uses any more."""
         while True:
             await asyncio.sleep(self.reap_interval)
+            await self.checkpointing.collect_garbage()
             now = time.time()
             for model in list(self._sessions.values()):
                 try:
