@@ -70,6 +70,7 @@ cfg = Config("run", [1, 2, 3])
 @pytest.fixture(scope="module")
 def snap() -> Iterator[types.ModuleType]:
     with kernel_module("snapshot", "_kernel_sessions_snapshot_under_test") as module:
+        module.BUNDLE_ITEM_BYTES = 0  # one blob per variable here; bundles have their own test
         yield module
 
 
@@ -520,3 +521,21 @@ def test_large_blobs_are_mapped_copy_on_write_and_format_1_still_loads(snap, tmp
     out = {}
     assert snap.load_namespace(out, str(tmp_path), old)["restored"] == ["v"]
     assert out["v"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_small_variables_share_bundles_that_dedupe_and_load_per_name(snap, tmp_path, monkeypatch):
+    monkeypatch.setattr(snap, "BUNDLE_ITEM_BYTES", 256 << 10)
+    monkeypatch.setattr(snap, "BUNDLE_BYTES", 64 << 10)
+    ns = {f"v{i}": [i, str(i) * 20] for i in range(2000)}
+    ns["square"] = (lambda x: x * x)  # dill: never bundled
+    first = snap.dump_namespace(ns, str(tmp_path))
+    blobs = {e["blob"] for e in first["variables"].values()}
+    assert 2 < len(blobs) < 40 and first["variables"]["square"]["group"] is None
+    assert first["variables"]["v1"]["group"] is not None
+    ns["v1999"].append("changed")  # only the last bundle changes
+    second = snap.dump_namespace(ns, str(tmp_path))
+    assert second["blobs_written"] == 1 and second["bytes_written"] <= 80 << 10
+    out: dict = {}
+    result = snap.load_namespace(out, str(tmp_path), second["variables"], names=["v7", "v1999"])
+    assert sorted(result["restored"]) == ["v1999", "v7"] and set(out) == {"v7", "v1999"}
+    assert out["v1999"][-1] == "changed"

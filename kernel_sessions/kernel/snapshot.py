@@ -90,6 +90,8 @@ _SHA_CHARS = frozenset("0123456789abcdef")
 HASH_SHA256, HASH_BLAKE3 = "sha256", "blake3"  # blob names: 64 hex digits of either
 STORE_WORKERS = 3  # blobs hashed and written at once (hashing and file I/O release the GIL)
 PARALLEL_MIN_BYTES = 32 << 20  # below this much data, blobs are handled one after another
+BUNDLE_ITEM_BYTES = 256 << 10  # variables pickled smaller than this share blobs...
+BUNDLE_BYTES = 8 << 20  # ...of about this size: 10k small variables are a few files, not 10k
 _O_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
 _system_roots: tuple[str, ...] | None = None
 
@@ -523,7 +525,38 @@ def dump_namespace(ns: dict, blob_dir: str, *, names: list[str] | None = None,
     def save(members: list[str], payload: _Payload) -> None:
         pending.append((members, payload))
 
+    def nbytes(p: _Payload) -> int:
+        return p.inband.nbytes + sum(b.nbytes for b in p.buffers)
+
+    def bundle() -> None:
+        """Small variables the C pickler took share group blobs (one file and one fsync per
+        bundle, not per variable); a bundle that fails to pickle whole stays variable by
+        variable. Bundles are loaded whole, like groups of variables sharing objects."""
+        small = [i for i, (m, p) in enumerate(pending) if len(m) == 1
+                 and p.serializer == SER_PICKLE and nbytes(p) < BUNDLE_ITEM_BYTES]
+        if len(small) < 2:
+            return
+        chosen = set(small)
+        kept = [item for i, item in enumerate(pending) if i not in chosen]
+        batches: list[list[tuple[list[str], _Payload]]] = [[]]
+        size = 0
+        for i in small:
+            if batches[-1] and size + nbytes(pending[i][1]) > BUNDLE_BYTES:
+                batches.append([])
+                size = 0
+            batches[-1].append(pending[i])
+            size += nbytes(pending[i][1])
+        for batch in batches:
+            names = [m[0] for m, _ in batch]
+            joined = attempt(names) if len(batch) > 1 else None
+            if isinstance(joined, _Payload) and joined.serializer == SER_PICKLE:
+                kept.append((names, joined))
+            else:
+                kept.extend(batch)
+        pending[:] = kept
+
     def commit() -> None:
+        bundle()
         size = sum(p.inband.nbytes + sum(b.nbytes for b in p.buffers) for _, p in pending)
         stored = _run_all([lambda p=p: _store(blob_dir, p, alg) for _, p in pending], size)
         for (members, payload), outcome in zip(pending, stored):
