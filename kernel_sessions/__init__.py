@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     InvalidSessionName,
     InvalidTransition,
@@ -10,9 +12,32 @@ from .errors import (
     SessionExists,
     SessionNotFound,
 )
-from .manager import KernelSessionManager
-from .models import SessionModel
-from .pool import PooledMappingKernelManager, PooledMultiKernelManager, PoolMixin
+
+if TYPE_CHECKING:
+    from .manager import KernelSessionManager
+    from .models import SessionModel
+    from .pool import PooledMappingKernelManager, PooledMultiKernelManager, PoolMixin
+
+# Imported on first use: the manager pulls in jupyter_server, which takes seconds to import,
+# and the command line and the client need none of it.
+_LAZY = {
+    "KernelSessionManager": "manager",
+    "SessionModel": "models",
+    "PoolMixin": "pool",
+    "PooledMappingKernelManager": "pool",
+    "PooledMultiKernelManager": "pool",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kernel_sessions' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 __version__ = "0.1.0"
 

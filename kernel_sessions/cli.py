@@ -15,8 +15,9 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import cli_render as R
 from .client import ClientError, KernelSessionsClient
@@ -65,10 +66,13 @@ def cmd_create(args: argparse.Namespace) -> int:
         _name(source)
     tags = dict(_pair(t, "--tag") for t in args.tag or [])
     api = _api(args)
-    call = lambda: api.create_session(name, args.kernel, ttl=args.ttl, tags=tags or None,  # noqa: E731
-                                      from_session=source, checkpoint=checkpoint or None)
-    s = R.with_progress(f"forking {source} into {name}", call, show=not args.json) \
-        if source else call()
+
+    def create() -> dict:
+        return api.create_session(name, args.kernel, ttl=args.ttl, tags=tags or None,
+                                  from_session=source, checkpoint=checkpoint or None)
+
+    s = R.with_progress(f"forking {source} into {name}", create, show=not args.json) \
+        if source else create()
     return _ok(args, s, lambda: R.say(f"created {s['name']} ({s['kernel']['name']}, {s['state']})"))
 
 

@@ -11,8 +11,9 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from rich import box
 from rich.console import Console
@@ -115,8 +116,8 @@ def session_detail(s: dict) -> None:
     rows = [
         ("name", s["name"]),
         ("state", f"{s['state']} ({s['reason']})" if s.get("reason") else s["state"]),
-        ("kernel", f"{k['name']} {k['id'] or '-'} ({k.get('execution_state') or '-'}, "
-                   f"{k.get('connections', 0)} connections)"),
+        ("kernel", (f"{k['name']} {k['id'] or '-'} ({k.get('execution_state') or '-'}, "
+                    f"{k.get('connections', 0)} connections)")),
         ("created", f"{s['created']} ({ago(s['created'])})"),
         ("last activity", ago(s.get("last_activity"))),
         ("restarts", str(s.get("restarts", 0))),
@@ -146,7 +147,8 @@ def variables_table(listing: dict) -> None:
     t = table("NAME", "TYPE", "SIZE", "SHAPE", "PREVIEW")
     for v in variables:
         shape = v.get("shape")
-        dims = "×".join(map(str, shape)) if shape else (str(v["len"]) if v.get("len") is not None else "")
+        length = v.get("len")
+        dims = "×".join(map(str, shape)) if shape else ("" if length is None else str(length))
         t.add_row(v["name"], v["type"], human_bytes(v.get("size")), dims or "-",
                   (v.get("preview") or v.get("error") or "").replace("\n", " "))
     console().print(t)
@@ -231,7 +233,7 @@ def with_progress(label: str, fn: Callable[[], T], *, show: bool = True) -> T:
     def run() -> None:
         try:
             result.append(fn())
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
             error.append(e)
 
     worker = threading.Thread(target=run, daemon=True)

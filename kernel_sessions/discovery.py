@@ -10,8 +10,9 @@ unless the runtime files have to be read: a URL in the environment keeps the CLI
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 URL_ENV = "JUPYTER_KERNEL_SESSIONS_URL"

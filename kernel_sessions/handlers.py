@@ -27,6 +27,7 @@ from .handlers_base import (
 )
 from .handlers_checkpoints import check_source
 from .handlers_checkpoints import routes as checkpoint_routes
+from .handlers_leases import routes as lease_routes
 from .handlers_render import (
     MAX_KERNEL_NAME_CHARS,
     PSEUDO_SPEC_PREFIX,
@@ -297,6 +298,7 @@ default_handlers: list[tuple[str, type]] = [
     (rf"/{API_ROOT}/sessions/{NAME}/connection", ConnectionHandler),
     *variables_routes(API_ROOT, NAME),
     *checkpoint_routes(API_ROOT, NAME),
+    *lease_routes(API_ROOT, NAME),
     (rf"/{API_ROOT}/pool", PoolHandler),
     (rf"/{API_ROOT}/(?P<rest>.*)", NotFoundHandler),
 ]

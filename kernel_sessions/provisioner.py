@@ -25,6 +25,7 @@ server's runtime file (see ``discovery``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -99,7 +100,7 @@ class ControlProxy:
             back = self.context.socket(zmq.DEALER)
             back.linger = 0
             back.connect(self.target)
-        except BaseException as e:  # reported by start()
+        except BaseException as e:  # noqa: BLE001 - reported by start()
             self._error = e
             self._ready.set()
             return
@@ -178,8 +179,6 @@ class SessionProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
         """Attach: the session's connection info, its control port behind the proxy."""
-        import asyncio
-
         info = await asyncio.to_thread(self._attach)
         self._stop_proxy()
         target = f"{info['transport']}://{info['ip']}:{info['control_port']}"
@@ -198,29 +197,21 @@ class SessionProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         return self.connection_info
 
     def _attach(self) -> dict[str, Any]:
+        """Connection info, creating the session (or waiting for one being created) as
+        ``connect(name)`` does."""
+        from .client import _connection
+
         api = self._api()
         if self._restart_next:
             self._restart_next = False
             api.restart(self.session)
-        try:
-            return api.connection_info(self.session)
-        except ClientError as e:
-            if e.reason != "not_found" or not self.create:
-                raise
-        try:
-            api.create_session(self.session, self.session_kernel_name or None)
-        except ClientError as e:
-            if e.reason != "exists":
-                raise
-        return api.connection_info(self.session)
+        return _connection(api, self.session, self.create, self.session_kernel_name or None)[1]
 
     async def poll(self) -> int | None:
         """None while the session runs the kernel we attached to; 0 once detached."""
         if not self._attached:
             return 0
         if time.monotonic() - self._checked_at > POLL_CACHE_SECONDS:
-            import asyncio
-
             self._alive = await asyncio.to_thread(self._session_alive)
             self._checked_at = time.monotonic()
         return None if self._alive else 1
@@ -233,8 +224,6 @@ class SessionProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         return s["state"] not in GONE_STATES and s["kernel"]["id"] == self._kernel_id
 
     async def wait(self) -> int | None:
-        import asyncio
-
         while (code := await self.poll()) is None:
             await asyncio.sleep(0.1)
         return code
@@ -246,8 +235,6 @@ class SessionProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if signum == signal.SIGINT:
             if getattr(self.parent, "shutting_down", False):
                 return
-            import asyncio
-
             await asyncio.to_thread(self._api().interrupt, self.session)
             return
         self._detach()  # SIGTERM, SIGKILL, ...: the caller wants it gone from its view

@@ -13,8 +13,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import psutil
@@ -32,7 +33,7 @@ def free_port() -> int:
 
 class LiveServer:
     """``jupyter kernel-sessions serve`` on a free port; ``env`` points clients at its runtime
-    dir (discovery), ``url_env`` at its URL and token."""
+    dir, where discovery finds it."""
 
     def __init__(self, base: Path, **manager: Any) -> None:
         self.base = base
@@ -51,8 +52,6 @@ class LiveServer:
                                                                 str(REPO)]))}
         for var in ("JUPYTER_KERNEL_SESSIONS_URL", "JUPYTER_TOKEN"):
             self.env.pop(var, None)
-        self.url_env = {**self.env, "JUPYTER_KERNEL_SESSIONS_URL": self.url,
-                        "JUPYTER_TOKEN": self.token}
         self.log = open(base / "server.log", "w")  # noqa: SIM115
         cmd = [sys.executable, "-m", "kernel_sessions.cli", "serve", "--port", str(self.port),
                f"--ServerApp.token={self.token}", "--ServerApp.port_retries=0",

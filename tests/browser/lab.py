@@ -1,4 +1,5 @@
-"""A real ``jupyter lab`` subprocess and a headless Debian chromium, for the browser tests.
+"""A real ``jupyter lab`` (or ``jupyter server``) subprocess and a headless Debian chromium,
+for the browser and notebook tests.
 
 The server runs on a free port with a random token, with its own root, data, runtime, config,
 settings and workspaces directories (so nothing of the user's leaks in, and JupyterLab's news
@@ -8,6 +9,7 @@ Session kernels stop with the server; whatever is left of its processes is kille
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import secrets
@@ -30,6 +32,7 @@ CHROMIUM_ARGS = [
 ]
 START_TIMEOUT = 90.0  # seconds: imports and the first warm kernel on a loaded 2-core machine
 STOP_TIMEOUT = 20.0
+START_ATTEMPTS = 3  # a free port can be taken before the server binds it (kernels bind ports too)
 
 
 def free_port() -> int:
@@ -39,13 +42,12 @@ def free_port() -> int:
 
 
 class LabServer:
-    """``jupyter lab`` with the kernel_sessions extension, in a directory of its own."""
+    """``jupyter lab`` (``lab=False``: ``jupyter server``) with the kernel_sessions extension, in
+    a directory of its own."""
 
-    def __init__(self, base: Path, pool_size: int = 1) -> None:
+    def __init__(self, base: Path, pool_size: int = 1, lab: bool = True) -> None:
         self.base = base
         self.token = secrets.token_hex(16)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
         dirs = {d: base / d for d in ("root", "data", "runtime", "config", "settings",
                                        "workspaces", "sessions")}
         for path in dirs.values():
@@ -62,39 +64,53 @@ class LabServer:
         notification.mkdir(parents=True)
         (notification / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-        env = {**os.environ, "JUPYTER_DATA_DIR": str(dirs["data"]),
-               "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
-               "JUPYTER_CONFIG_DIR": str(dirs["config"])}
-        args = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-                f"--port={self.port}", "--ServerApp.port_retries=0",
-                f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
-                "--ServerApp.open_browser=False",
-                f"--LabApp.user_settings_dir={dirs['settings']}",
-                f"--LabApp.workspaces_dir={dirs['workspaces']}"]
+        self._env = {**os.environ, "JUPYTER_DATA_DIR": str(dirs["data"]),
+                     "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
+                     "JUPYTER_CONFIG_DIR": str(dirs["config"])}
+        self._args = [sys.executable, "-m", "jupyterlab" if lab else "jupyter_server",
+                      "--no-browser", "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
+                      f"--IdentityProvider.token={self.token}",
+                      f"--ServerApp.root_dir={self.root}", "--ServerApp.open_browser=False"]
+        if lab:
+            self._args += [f"--LabApp.user_settings_dir={dirs['settings']}",
+                           f"--LabApp.workspaces_dir={dirs['workspaces']}"]
         if os.getuid() == 0:
-            args.append("--allow-root")
+            self._args.append("--allow-root")
         self.log_path = base / "lab.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=self.root)
+        for attempt in range(START_ATTEMPTS):
+            if self._start():
+                return
+            exited = self.proc.poll() is not None  # e.g. its port was taken meanwhile
+            self.stop(close_log=False)
+            if attempt == START_ATTEMPTS - 1 or not exited:
+                self._log.close()
+                raise RuntimeError("the server did not start:\n" + self.output())
+
+    def _start(self) -> bool:
+        """Start on a free port; False when the server exits or never answers."""
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.proc = subprocess.Popen([*self._args, f"--port={self.port}"], env=self._env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.root)
         deadline = time.monotonic() + START_TIMEOUT
-        while True:
+        while self.proc.poll() is None and time.monotonic() < deadline:
             try:
                 if self.call("GET", "api/kernel-sessions/pool")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("jupyter lab did not start:\n" + self.output())
+                    return True
+            except (OSError, http.client.HTTPException, ValueError):
+                pass  # not listening yet, or someone else's port
             time.sleep(0.25)
+        return False
 
     def output(self) -> str:
         self._log.flush()
         return self.log_path.read_text()[-6000:]
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        data = json.dumps(body).encode() if body is not None else None
+        if data is None and method == "POST":
+            data = b""
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Authorization": f"token {self.token}",
                                               "Content-Type": "application/json"})
@@ -126,7 +142,7 @@ class LabServer:
                 procs.append(proc)
         return procs
 
-    def stop(self) -> None:
+    def stop(self, close_log: bool = True) -> None:
         """Stop the server (gracefully first), then anything it left running."""
         kids = self._leftovers()
         if self.proc.poll() is None:
@@ -141,4 +157,5 @@ class LabServer:
                 proc.kill()
             except psutil.Error:
                 pass
-        self._log.close()
+        if close_log:
+            self._log.close()

@@ -1,0 +1,5 @@
+const { stop } = require('./server');
+
+module.exports = async function globalTeardown() {
+  await stop(globalThis.__KS_SERVER__);
+};
