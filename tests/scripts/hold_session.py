@@ -9,7 +9,7 @@ from kernel_sessions import KernelSessionManager
 
 
 async def main(data_dir: str, name: str) -> None:
-    ks = KernelSessionManager(data_dir=data_dir, pool_sizes={"python3": 1})
+    ks = KernelSessionManager(data_dir=data_dir, pool_sizes={"python3": 0})  # no spare to orphan
     await ks.start()
     await ks.create(name)
     kc = ks.client(name)
