@@ -5,7 +5,9 @@ One story, as a user lives it: create a session from the panel, attach a noteboo
 outside: the panel shows the session dead, then restored with ``x`` intact, and the notebook
 keeps working on it. Then the other actions: the command palette, fork, restore and delete a
 checkpoint, a console, restart, shut down, and how little an idle panel asks of the server.
-Screenshots go to ``docs/screenshots/`` (shown in the README).
+Screenshots go to ``$KERNEL_SESSIONS_SCREENSHOTS`` when set (``docs/screenshots/`` holds the
+ones shown in the README: ``KERNEL_SESSIONS_SCREENSHOTS=docs/screenshots make test``), else to a
+temporary directory, so a test run leaves the checkout as it was.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import pytest
 
 from tests.browser.lab import CHROMIUM, CHROMIUM_ARGS, LabServer
 
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+SHOTS = Path(os.environ.get("KERNEL_SESSIONS_SCREENSHOTS")
+             or __import__("tempfile").mkdtemp(prefix="ks-screenshots-"))
 VIEWPORT = {"width": 1400, "height": 820}
 SESSION = "demo"
 ROW = f'li.jp-KernelSessions-session[data-session="{SESSION}"]'

@@ -142,6 +142,10 @@ export function registerCommands(
     return chosen === null ? null : list[titles.indexOf(chosen)] ?? null;
   }
 
+  /** Sessions are kernelspecs too (`session.<name>`): show new and deleted ones at once. */
+  const refreshSpecs = () =>
+    reported('Refreshing kernelspecs', () => app.serviceManager.kernelspecs.refreshSpecs());
+
   const sessionLabel = (action: string, fallback: string) =>
     (args: ReadonlyPartialJSONObject): string => {
       const name = argString(args, 'name');
@@ -162,8 +166,11 @@ export function registerCommands(
     label: 'New Kernel Session…',
     caption: 'Start a named kernel session from the warm pool',
     execute: async () => {
-      const { specs, defaultSpec } = await specChoices(app);
-      const request = await askNewSession(specs, defaultSpec);
+      const choices = await reported('Listing kernelspecs', () => specChoices(app));
+      if (!choices) {
+        return;
+      }
+      const request = await askNewSession(choices.specs, choices.defaultSpec);
       if (!request) {
         return;
       }
@@ -174,7 +181,7 @@ export function registerCommands(
         notifySuccess(`Session ${session.name} is ready (${session.kernel.name}).`);
         await model.refresh();
         model.setExpanded(session.name, true);
-        await app.serviceManager.kernelspecs.refreshSpecs();
+        await refreshSpecs();
       }
     }
   });
@@ -304,7 +311,7 @@ export function registerCommands(
         notifySuccess(`Session ${name} was shut down.`);
       }
       await model.refresh();
-      await app.serviceManager.kernelspecs.refreshSpecs();
+      await refreshSpecs();
     }
   });
 
@@ -359,7 +366,7 @@ export function registerCommands(
         reportRestore(result);
         await model.refresh();
         model.setExpanded(result.session.name, true);
-        await app.serviceManager.kernelspecs.refreshSpecs();
+        await refreshSpecs();
       }
     }
   });

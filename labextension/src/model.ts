@@ -166,8 +166,14 @@ export class SessionsModel implements IDisposable {
     this._changed.emit();
   }
 
-  /** Refresh now, bypassing the throttle (after the user did something). */
+  /**
+   * Refresh now, bypassing the throttle (after the user did something); what it reads was
+   * asked for after this call.
+   */
   async refresh(): Promise<void> {
+    if (this._inflight) {
+      await this._inflight.catch(() => undefined); // began before the caller's change
+    }
     this._clearTimer();
     await this._fetch().catch(() => undefined); // reported through `error` and `onError`
   }
@@ -177,11 +183,14 @@ export class SessionsModel implements IDisposable {
    * by it waits for the poll. `soon` skips the wait (the user asked for something).
    */
   requestRefresh(soon = false): void {
-    if (this._disposed || this._timer !== null) {
+    if (this._disposed || (!this._isActive() && !soon)) {
       return;
     }
-    if (!this._isActive() && !soon) {
-      return;
+    if (this._timer !== null) {
+      if (!soon) {
+        return;
+      }
+      this._clearTimer();
     }
     const wait = soon ? 0 : Math.max(0, this._lastFetch + this._minGap - this._now());
     this._timer = setTimeout(() => {

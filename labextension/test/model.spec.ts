@@ -302,3 +302,29 @@ describe('SessionsModel and a listing overtaken by events', () => {
     model.dispose();
   });
 });
+
+describe('SessionsModel.refresh', () => {
+  afterEach(() => jest.useRealTimers());
+
+  it('reads what changed before it was called, even while a refresh runs', async () => {
+    jest.useFakeTimers();
+    const source = new ScriptedSource();
+    const model = new SessionsModel({ source, auto: false });
+    let answer: (sessions: ISession[]) => void = () => undefined;
+    const slow = source.listSessions.bind(source);
+    source.listSessions = () =>
+      new Promise<ISession[]>(resolve => {
+        answer = resolve;
+      });
+    const first = model.refresh();
+    await advance(10);
+    source.listSessions = slow;
+    source.sessions = [session('etl'), session('new')]; // the change the caller made
+    const second = model.refresh();
+    answer([session('etl')]); // the listing that was on its way before
+    await first;
+    await second;
+    expect(model.sessions.map(s => s.name)).toEqual(['etl', 'new']);
+    model.dispose();
+  });
+});
