@@ -70,10 +70,35 @@ def normalize_url(url: str) -> str:
 
 
 def running_servers(runtime_dir: str | None = None) -> Iterator[dict[str, Any]]:
-    """Runtime info of the running Jupyter servers, newest first (``jupyter server list``)."""
-    from jupyter_server.serverapp import list_running_servers
+    """Runtime info of the running Jupyter servers, newest first.
 
-    infos = list(list_running_servers(runtime_dir))
+    What ``jupyter server list`` reads (``jpserver-*.json`` of live pids in the runtime dir),
+    read directly: importing jupyter_server for it costs seconds. Files of dead servers are
+    left alone (the server that owned them cleans up, or ``jupyter server list`` does).
+    """
+    import json
+    import re
+
+    import psutil
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    folder = runtime_dir or jupyter_runtime_dir()
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    infos = []
+    for name in names:
+        if not re.fullmatch(r"jpserver-(.+)\.json", name):
+            continue
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                info = json.load(f)
+        except (OSError, ValueError):  # being written, or unreadable
+            continue
+        if isinstance(info, dict) and isinstance(info.get("pid"), int) \
+                and psutil.pid_exists(info["pid"]):
+            infos.append(info)
     infos.sort(key=lambda i: i.get("pid", 0), reverse=True)
     yield from infos
 
