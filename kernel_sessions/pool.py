@@ -26,7 +26,7 @@ from traitlets import Dict, Float, Integer, Unicode, observe
 from traitlets.config import LoggingConfigurable
 
 from .errors import KernelLimitError
-from .kernelcode import call_code, helper_execute
+from .kernelcode import call_code, helper_execute, install_expr
 from .watch import fresh_client
 
 POOL_CHECK_INTERVAL = 1.0  # seconds between liveness / ttl sweeps of the spares
@@ -221,7 +221,8 @@ class PoolMixin(LoggingConfigurable):
 
     async def _launch_spare(self, spare: _Spare) -> _Spare:
         cwd = spare.cwd = self.pool_cwd or getattr(self, "root_dir", "") or os.getcwd()
-        await spare.km.start_kernel(kernel_id=spare.kernel_id, independent=True, cwd=cwd)
+        await spare.km.start_kernel(kernel_id=spare.kernel_id, independent=True, cwd=cwd,
+                                    **self._tie_at_start(spare.km))
         kc = fresh_client(spare.km)
         kc.start_channels(stdin=False, hb=False, control=False)
         spare.client = kc
@@ -233,6 +234,20 @@ class PoolMixin(LoggingConfigurable):
         if code:
             await self._silent(kc, call_code("fixup", "warmup", code), SPARE_READY_TIMEOUT)
         return spare
+
+    @staticmethod
+    def _tie_at_start(km: Any) -> dict[str, Any]:
+        """An IPython kernel ties itself to this process while it starts (a start-up line), so
+        a server killed before the spare answers leaves no kernel behind; other kernels are
+        tied once they answer (``_launch_spare``)."""
+        try:
+            argv = km.kernel_spec.argv
+        except Exception:
+            return {}
+        if not any("ipykernel" in str(arg) for arg in argv):
+            return {}
+        line = f"{install_expr('fixup')}.watch_parent({os.getpid()}, strict=True)"
+        return {"extra_arguments": [f"--IPKernelApp.exec_lines={line}"]}
 
     @staticmethod
     async def _silent(kc: Any, code: str, timeout: float) -> dict:
@@ -368,6 +383,7 @@ class PoolMixin(LoggingConfigurable):
         # a restart must give what a cold start with these arguments would have given
         launch = {k: v for k, v in kwargs.items() if k != "kernel_id"}
         launch.setdefault("independent", False)
+        km._launch_args.pop("extra_arguments", None)  # a restart must not tie it again
         km._launch_args.update(launch)
         if kernel_id != spare.kernel_id:
             km.kernel_id = kernel_id

@@ -173,7 +173,8 @@ def _alive(pid: int) -> bool:
 
 
 async def test_spares_die_with_their_manager_but_session_kernels_do_not(tmp_path):
-    """A SIGKILLed manager leaves no spare behind; a kernel handed to a session lives on."""
+    """A SIGKILLed manager leaves no spare behind (not even one still starting); a kernel
+    handed to a session lives on."""
     import subprocess
     import textwrap
 
@@ -192,6 +193,14 @@ async def test_spares_die_with_their_manager_but_session_kernels_do_not(tmp_path
             while m.pool_stats()["python3"]["ready"] < 2:  # refilled spares are tied once ready
                 await asyncio.sleep(0.05)
             spares = [s.km.provisioner.pid for s in m._pool["python3"]]
+            m.pool_sizes = {"python3": 3}  # one more spare, killed while it is still starting
+            while True:
+                young = [s for s in m._pool["python3"] if not s.task.done()]
+                prov = young[0].km.provisioner if young else None
+                if prov is not None and getattr(prov, "pid", None):
+                    spares.append(prov.pid)
+                    break
+                await asyncio.sleep(0.005)
             with open(sys.argv[2], "w") as f:
                 f.write(" ".join(map(str, [m.get_kernel(kid).provisioner.pid, *spares])))
             await asyncio.sleep(3600)
@@ -208,7 +217,7 @@ async def test_spares_die_with_their_manager_but_session_kernels_do_not(tmp_path
         proc.kill()
         proc.wait()
     session_pid, spares = pids[0], pids[1:]
-    assert spares
+    assert len(spares) == 3
     try:
         await wait_for(lambda: not any(_alive(p) for p in spares), 10)
         await asyncio.sleep(1.5)

@@ -27,18 +27,21 @@ def apply(cwd: str | None = None, env: dict[str, str] | None = None, parent_pid:
         release_parent()
 
 
-def watch_parent(parent_pid: int) -> None:
+def watch_parent(parent_pid: int, strict: bool = False) -> None:
     """Exit when ``parent_pid`` goes, as ipykernel does for kernels started with JPY_PARENT_PID.
 
     Spares start independent (so that a session can outlive the server) but are tied to the
     pool's process right away, so a killed server leaves no spare behind; the tie is cut on
     hand-out to a session and kept for an ordinary notebook kernel. Unlike ipykernel's poller,
-    this one can be stopped.
+    this one can be stopped. ``strict`` (a spare's start-up line): if the parent is already
+    gone, exit now.
     """
     _released.clear()
     if any(t.name == POLLER_THREAD_NAME and t.is_alive() for t in threading.enumerate()):
         return
     if os.getppid() != parent_pid:
+        if strict:
+            os._exit(1)
         return
     threading.Thread(target=_poll_parent, args=(parent_pid,), name=POLLER_THREAD_NAME,
                      daemon=True).start()
