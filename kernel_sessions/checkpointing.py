@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
 import os
+import secrets
+import signal
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,7 @@ from .errors import (
     InvalidTransition,
     SessionBusy,
 )
+from .kernel.snapshot import RESULT_SUFFIX
 from .kernelcode import ns_call_code
 from .models import SessionModel, validate_name
 from .pool import handed_out_warm
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
     from .manager import KernelSessionManager
 
 IDLE_POLL = 0.05  # seconds between state checks while waiting for a busy session
+BACKGROUND_POLL = 0.02  # seconds between looks for a background checkpoint's result
 DEATH_POLL = 0.25  # seconds between liveness checks while the kernel dumps or loads
 UNAVAILABLE = (M.DEAD, M.DELETED, M.HIBERNATED)
 
@@ -58,6 +63,9 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
                         "gone after a server restart, from its latest checkpoint.")
     busy_timeout = Float(30.0, min=0.0, config=True, help="Seconds a checkpoint or restore "
                          "waits for a running cell to finish before answering 409.")
+    background_checkpoints = Bool(False, config=True, help="Take checkpoints in a fork of the "
+                                  "kernel process (POSIX): the kernel pauses only for the fork "
+                                  "and runs cells while the copy-on-write snapshot is written.")
     checkpoint_timeout = Float(600.0, min=1.0, config=True,
                                help="Seconds the kernel may take to write or read a checkpoint.")
 
@@ -70,6 +78,8 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
         self._restores: dict[str, list[float]] = {}  # kernel id -> times of automatic restores
         self._tasks: set[asyncio.Task] = set()
         self._last_gc = 0.0
+        self._seen: dict[str, str] = {}  # kernel id -> last user busy/idle while checkpointing
+        self.last_pause_ms: float | None = None  # the kernel's pause in the last background one
 
     @property
     def store(self) -> CheckpointStore:
@@ -178,11 +188,11 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
         """Dump, sign, commit; the caller holds the session's lock and saw it idle."""
         kid = model.kernel_id
         self._dirty.discard(kid)
+        self._seen.pop(kid, None)
         self.sessions._transition(model, M.CHECKPOINTING, why)
         try:
             for attempt in (1, 2):
-                result = await self._call(model, "checkpoint_payload", self.store.blob_dir,
-                                          names=names, what="checkpoint")
+                result = await self._dump(model, names)
                 try:
                     manifest = await asyncio.to_thread(
                         self.store.write_manifest, model.name, result, label=label,
@@ -193,7 +203,8 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
                         raise
         except BaseException as exc:
             if model.state == M.CHECKPOINTING:
-                self.sessions._transition(model, M.IDLE, f"checkpoint failed: {exc}")
+                self.sessions._transition(model, self._seen.pop(kid, M.IDLE),
+                                          f"checkpoint failed: {exc}")
             if model.state != M.DELETED:
                 self._dirty.add(kid)
             raise
@@ -203,9 +214,62 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
         watcher = self.sessions._watchers.get(model.name)
         if watcher is not None:
             watcher.drain()
-        self.sessions._transition(model, M.IDLE, f"checkpoint {manifest['id']}{note}",
+        self.sessions._transition(model, self._seen.pop(kid, M.IDLE),
+                                  f"checkpoint {manifest['id']}{note}",
                                   checkpoint=manifest["id"], checkpoint_created=taken_at(manifest))
         return manifest
+
+    def saw_status(self, model: SessionModel, state: str) -> None:
+        """A user's cell went busy or idle while the session was checkpointing (cells run
+        beside a background checkpoint): the state to return to afterwards, and activity the
+        checkpoint may not hold."""
+        self._seen[model.kernel_id] = state
+        if state == M.IDLE:
+            self.note_activity(model)
+
+    async def _dump(self, model: SessionModel, names: list[str] | None) -> dict[str, Any]:
+        """The dump result, taken in the kernel, or in a fork of it (``background_checkpoints``)."""
+        if self.background_checkpoints:
+            result_path = os.path.join(self.store.blob_dir,
+                                       f".{model.kernel_id}.{secrets.token_hex(6)}{RESULT_SUFFIX}")
+            started = await self._call(model, "checkpoint_in_background", self.store.blob_dir,
+                                       result_path, names=names, what="checkpoint")
+            if "pid" in started:
+                self.last_pause_ms = started.get("pause_ms")
+                return await self._background_result(model, int(started["pid"]), result_path)
+            self.log.info("session %s: %s; checkpointing in the kernel", model.name,
+                          started.get("error"))
+        return await self._call(model, "checkpoint_payload", self.store.blob_dir, names=names,
+                                what="checkpoint")
+
+    async def _background_result(self, model: SessionModel, pid: int,
+                                 path: str) -> dict[str, Any]:
+        """Wait for the forked child's result file; the child gone without one is a failure."""
+        import psutil
+
+        deadline = time.monotonic() + self.checkpoint_timeout
+        try:
+            while not os.path.exists(path):
+                gone = not psutil.pid_exists(pid)
+                if not gone:
+                    with contextlib.suppress(psutil.Error):
+                        gone = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+                if gone and not os.path.exists(path):
+                    raise CheckpointFailed(f"the background checkpoint of session "
+                                           f"{model.name!r} ended without a result; earlier "
+                                           "checkpoints are intact")
+                if time.monotonic() > deadline:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                    raise CheckpointFailed(f"the background checkpoint of session "
+                                           f"{model.name!r} took more than "
+                                           f"{self.checkpoint_timeout:g} s")
+                await asyncio.sleep(BACKGROUND_POLL)
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     # -- restore and fork -----------------------------------------------------------------
 

@@ -27,6 +27,8 @@ class SweepsMixin:
 
     def _on_status(self: KernelSessionManager, kernel_id: str, state: str) -> None:
         model = self._by_kernel(kernel_id)
+        if model is not None and model.state == M.CHECKPOINTING and state in (M.IDLE, M.BUSY):
+            self.checkpointing.saw_status(model, state)
         if model is not None and model.state in (M.IDLE, M.BUSY) and state in (M.IDLE, M.BUSY):
             if model.state == M.BUSY and state == M.IDLE:
                 self.checkpointing.note_activity(model)

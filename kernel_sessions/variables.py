@@ -25,6 +25,7 @@ from .kernelcode import ns_call_code
 BUSY_ANSWER_TIMEOUT = 1.0  # seconds a listing may wait on a busy kernel before going stale
 CALL_TIMEOUT = 30.0  # seconds for an idle kernel to answer a variables request
 UNAVAILABLE_STATES = (M.DEAD, M.HIBERNATED, M.DELETED, M.STARTING)
+LISTING_MIME = "application/json"  # how the kernel's listing_result comes back
 
 
 class VariableError(KernelSessionError):
@@ -95,20 +96,26 @@ class VariablesService(LoggingConfigurable):
         """``{variables, count, truncated, stale, busy}``; never waits for a running cell."""
         await self.sessions.attach(name)
         model, watcher = self._watcher(name)
-        code = ns_call_code("inspector", "listing_payload", hidden=True,
-                            include_modules=include_modules, filter=filter)
+        kwargs = {"hidden": True, "include_modules": include_modules, "filter": filter}
         busy = model.state != M.IDLE
         key = f"{model.kernel_id}:{include_modules}:{filter}"
+        timeout = self.busy_timeout if busy else CALL_TIMEOUT
         try:
             if busy and not await watcher.answers_while_busy(self.busy_timeout):
                 raise TimeoutError("busy")
-            text = await watcher.evaluate(code, self.busy_timeout if busy else CALL_TIMEOUT,
-                                          concurrent=busy)
+            try:  # structured: the listing is decoded once, with the reply message
+                listing = await watcher.evaluate(
+                    ns_call_code("inspector", "listing_result", **kwargs), timeout,
+                    concurrent=busy, mime=LISTING_MIME)
+            except KeyError:  # the kernel's display formatter dropped application/json
+                text = await watcher.evaluate(
+                    ns_call_code("inspector", "listing_payload", **kwargs), timeout,
+                    concurrent=busy)
+                listing = json.loads(ast.literal_eval(text))
         except TimeoutError:
             last = self._last.get(key, {"variables": [], "count": 0, "truncated": False,
                                         "listed_at": None})
             return {**last, "stale": True, "busy": True}
-        listing = json.loads(ast.literal_eval(text))
         listing["listed_at"] = time.time()
         self._last[key] = listing
         return {**listing, "stale": False, "busy": busy}

@@ -113,13 +113,15 @@ class SessionWatcher:
             if state in STATUS_STATES:
                 self.on_status(state)
 
-    async def evaluate(self, expr: str, timeout: float, *, concurrent: bool = False) -> str:
-        """Evaluate ``expr`` silently in the kernel and return its ``text/plain`` result.
+    async def evaluate(self, expr: str, timeout: float, *, concurrent: bool = False,
+                       mime: str = "text/plain") -> Any:
+        """Evaluate ``expr`` silently in the kernel and return its ``mime`` representation.
 
         Runs as ``user_expressions`` of a silent, history-less execute from this watcher's own
         session: no execution count, no ``In``/``Out``/``_``, no iopub output, and its
         busy/idle is ignored by the watcher. With ``concurrent`` it goes to a kernel subshell
-        (ipykernel >= 7), which answers while a cell runs on the main shell.
+        (ipykernel >= 7), which answers while a cell runs on the main shell. A result without
+        ``mime`` raises KeyError.
         """
         async with self._calls:
             sid = await self._subshell_id(timeout) if concurrent else None
@@ -129,7 +131,7 @@ class SessionWatcher:
         if reply["content"].get("status") != "ok" or result.get("status") != "ok":
             err = result or reply["content"]
             raise RuntimeError(f"{err.get('ename', 'Error')}: {err.get('evalue', '')}")
-        return result["data"]["text/plain"]
+        return result["data"][mime]
 
     async def _reply(self, msg_id: str, timeout: float, channel: str = "shell") -> dict:
         try:

@@ -336,3 +336,25 @@ async def test_delete_keeps_checkpoints_unless_purged_and_rename_moves_them(ks):
     assert report["restored"] == ["x"]
     await ks.delete("new", purge=True)
     assert await ks.checkpoints("new") == []
+
+
+async def test_background_checkpoint_lets_cells_run_and_restores(ks):
+    ks.checkpointing.background_checkpoints = True
+    model = await ks.create("bg")
+    await execute(ks, "bg", "import numpy as np\nbig = np.random.default_rng(1).random(40_000_000)"
+                  "\nx = [1, 2]\nf = lambda v: v + 1")
+    task = asyncio.ensure_future(ks.checkpoint("bg"))
+    await wait_for(lambda: model.state == "checkpointing", 10, 0.005)
+    await wait_for(lambda: ks.checkpointing.last_pause_ms is not None, 10, 0.005)
+    # the kernel runs a cell while the fork writes the snapshot of the moment it was taken
+    await execute(ks, "bg", "x.append(3)")
+    assert not task.done(), "the checkpoint finished before the cell: make the namespace larger"
+    manifest = await task
+    assert ks.checkpointing.last_pause_ms < 1000
+    assert set(manifest["variables"]) == {"np", "big", "x", "f"} and manifest["skipped"] == []
+    assert model.state == "idle"
+    assert not [p for p in Path(ks.checkpointing.store.blob_dir).iterdir() if p.is_file()]
+    report = await ks.restore("bg", manifest["id"], into="bg2")
+    assert report["failed"] == []
+    assert await values(ks, "bg2", ["x", "f(1)", "big.shape[0]"]) == [[1, 2], 2, 40_000_000]
+    assert await values(ks, "bg", ["x"]) == [[1, 2, 3]]

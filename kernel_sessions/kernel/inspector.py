@@ -66,6 +66,8 @@ _DATA_ROOTS = frozenset({"numpy", "pandas", "torch"})
 _UNSET: Any = object()
 _TIMEOUT, _SKIPPED = "timeout", "skipped"
 
+Fields = tuple  # (size, shape, len, dtype, preview) of one variable
+
 _LOCK = threading.Lock()
 _stuck_threads = 0  # abandoned worker threads still inside user code
 _hung: dict[tuple[int, int], tuple[bool, Any]] = {}  # (id, id(type)) -> (is_weakref, ref)
@@ -92,10 +94,15 @@ def _type_attr(t: Any, name: str, default: str = "?") -> str:
         return default
 
 
+def _wire(text: str) -> str:
+    """``text`` with lone surrogates escaped: a listing travels as UTF-8 in the reply message."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _type_name(t: type) -> str:
     """``module.QualName``; builtins unprefixed."""
     module, qual = _type_attr(t, "__module__", ""), _type_attr(t, "__qualname__")
-    return qual if module in ("", "builtins") else f"{module}.{qual}"
+    return _wire(qual if module in ("", "builtins") else f"{module}.{qual}")
 
 
 def _container_base(t: type) -> type | None:
@@ -209,9 +216,23 @@ def _repr(obj: Any) -> str:
     return text if type(text) is str else str.__str__(text)  # drop str-subclass tricks
 
 
+class _Untrusted(Exception):
+    """A strict preview met an item whose rendering could run user code."""
+
+
+def _numpy_scalar(t: type) -> bool:
+    """numpy's own scalar types, whose repr is numpy's (not a user subclass's)."""
+    return issubclass(t, _mod_attr("numpy", "generic")) and _type_name(t).startswith("numpy.")
+
+
 def _preview(obj: Any, limit: int = PREVIEW_CHARS, depth: int = 0,
-             max_items: int = PREVIEW_ITEMS, max_depth: int = PREVIEW_DEPTH) -> str:
-    """A repr built item by item, so a huge container costs O(max_items), not O(len)."""
+             max_items: int = PREVIEW_ITEMS, max_depth: int = PREVIEW_DEPTH,
+             strict: bool = False) -> str:
+    """A repr built item by item, so a huge container costs O(max_items), not O(len).
+
+    ``strict``: raise _Untrusted instead of rendering anything that could run user code, so
+    the check and the rendering are one walk over the items that are shown.
+    """
     t = type(obj)
     if t in _SCALARS:
         if t is str or t is bytes or t is bytearray:
@@ -219,7 +240,14 @@ def _preview(obj: Any, limit: int = PREVIEW_CHARS, depth: int = 0,
         if t is int and obj.bit_length() > INT_PREVIEW_BITS:
             return f"<int with ~{int(obj.bit_length() * math.log10(2)) + 1} digits>"
         return _clip(repr(obj), limit)
-    base = t if t in _CONTAINERS else _container_base(t)
+    if t in _CONTAINERS:
+        base: type | None = t
+    elif strict:
+        if not _numpy_scalar(t):
+            raise _Untrusted
+        base = None
+    else:
+        base = _container_base(t)
     if base is None:
         return _clip(_repr(obj), limit)
     opener, closer = _BRACKETS[base]
@@ -227,28 +255,32 @@ def _preview(obj: Any, limit: int = PREVIEW_CHARS, depth: int = 0,
     if t is list or t is tuple:  # fast path: plain numbers render at C speed
         head = obj[:max_items]
         if _plain_numbers(head):
-            body = ", ".join(map(repr, head))
+            text = repr(head)  # the same text as item by item, as no item can be clipped
             if len(head) < total:
-                body += ", …" if head else "…"
-            return _clip(opener + body + ("," if t is tuple and total == 1 else "") + closer,
-                         limit)
+                text = text[:-1] + (", …" if head else "…") + closer
+            return _clip(text, limit)
     if total == 0 or depth >= max_depth:
         text = _EMPTY[base] if total == 0 else f"{opener}…{closer}"
     else:
         parts: list[str] = []
         used = len(opener) + len(closer)
-        items = dict.items(obj) if base is dict else base.__iter__(obj)
-        sub = functools.partial(_preview, depth=depth + 1, max_items=max_items, max_depth=max_depth)
-        for item in itertools.islice(items, max_items):
-            if used >= limit:
-                break
-            if base is dict:
-                key = sub(item[0], limit - used)
-                part = f"{key}: {sub(item[1], max(limit - used - len(key) - 2, 1))}"
-            else:
-                part = sub(item, limit - used)
-            parts.append(part)
-            used += len(part) + 2
+        depth += 1
+        if base is dict:
+            for key, value in itertools.islice(dict.items(obj), max_items):
+                if used >= limit:
+                    break
+                key = _preview(key, limit - used, depth, max_items, max_depth, strict)
+                part = key + ": " + _preview(value, max(limit - used - len(key) - 2, 1), depth,
+                                             max_items, max_depth, strict)
+                parts.append(part)
+                used += len(part) + 2
+        else:
+            for item in itertools.islice(base.__iter__(obj), max_items):
+                if used >= limit:
+                    break
+                part = _preview(item, limit - used, depth, max_items, max_depth, strict)
+                parts.append(part)
+                used += len(part) + 2
         body = ", ".join(parts)
         if len(parts) < total:
             body += ", …" if parts else "…"
@@ -276,19 +308,21 @@ def _callable_name(func: Any) -> str:
     return f"<{_type_name(type(func))}>"
 
 
-def _array_preview(a: Any) -> str:
+def _array_preview(a: Any, kind: str | None = None) -> str:
     """A corner of the array as nested lists: array2string costs ~0.3 ms even for 3 items."""
     np = sys.modules["numpy"]
-    if a.dtype.kind in "biuf" and a.ndim <= ARRAY_MAX_NDIM_EDGE:
-        if a.ndim == 0:
+    ndim = a.ndim
+    if (a.dtype.kind if kind is None else kind) in "biuf" and ndim <= ARRAY_MAX_NDIM_EDGE:
+        if ndim == 0:
             return _clip(repr(a.item()))
-        corner = a[(slice(0, PREVIEW_ITEMS),) * a.ndim].tolist()
+        corner = (a[:PREVIEW_ITEMS] if ndim == 1
+                  else a[(slice(0, PREVIEW_ITEMS),) * ndim]).tolist()
         text = _preview(corner)
         return _clip(text if a.size <= PREVIEW_ITEMS else text.rstrip("]") + ", …]")
-    if a.ndim > ARRAY_MAX_NDIM_EDGE:
+    if ndim > ARRAY_MAX_NDIM_EDGE:
         head = np.array2string(a.flat[:PREVIEW_ITEMS], threshold=ARRAY_THRESHOLD)
         return _clip(f"flat {' '.join(head.split())}…")
-    edge = ARRAY_EDGE_ITEMS if a.ndim <= 2 else 1
+    edge = ARRAY_EDGE_ITEMS if ndim <= 2 else 1
     return _clip(" ".join(np.array2string(a, threshold=ARRAY_THRESHOLD, edgeitems=edge).split()))
 
 
@@ -356,6 +390,45 @@ def _steps(obj: Any, info: _TypeInfo) -> dict[str, Callable[[], Any]]:
     return steps
 
 
+def _dtype_facts(dtype: Any, dtypes: dict[int, tuple[Any, str, str, bool]]) -> tuple[Any, str, str, bool]:
+    """(dtype, name, kind, hasobject), once per dtype object per listing (``str(dtype)`` is slow).
+
+    Keyed by id and checked by identity; ``dtypes`` holds the dtype, so its id stays its own.
+    """
+    facts = dtypes.get(id(dtype))
+    if facts is None or facts[0] is not dtype:
+        facts = dtypes[id(dtype)] = (dtype, _wire(str(dtype)), dtype.kind, bool(dtype.hasobject))
+    return facts
+
+
+def _describe_inline(obj: Any, info: _TypeInfo,
+                     dtypes: dict[int, tuple[Any, str, str, bool]]) -> Fields | None | bool:
+    """Fields of a builtin scalar, a builtin container of trusted items or a plain ndarray.
+
+    One pass that runs no user code. False: a shown item could run user code (use the
+    watchdog); None: not a case handled here (use the general path).
+    """
+    t = type(obj)
+    if t in _SCALARS:
+        return sys.getsizeof(obj), None, len(obj) if t in _SIZED else None, None, _preview(obj)
+    try:
+        if info.handler == "container" and t is info.base:
+            return (sys.getsizeof(obj), None, t.__len__(obj), None,
+                    _preview(obj, strict=True))
+        if info.handler == "ndarray" and info.inline is None:  # exactly numpy.ndarray
+            _, dtype, kind, hasobject = _dtype_facts(obj.dtype, dtypes)
+            if hasobject:
+                return False
+            shape = list(obj.shape)
+            return (obj.nbytes, shape, shape[0] if shape else None, dtype,
+                    _array_preview(obj, kind))
+    except _Untrusted:
+        return False
+    except Exception:  # odd but trusted: the general path reports it field by field
+        return None
+    return None
+
+
 def _describe(obj: Any, info: _TypeInfo) -> dict[str, Any]:
     """size/shape/len/dtype/preview/error; may run user code, so callers guard it."""
     t = type(obj)
@@ -378,6 +451,9 @@ def _describe(obj: Any, info: _TypeInfo) -> dict[str, Any]:
                 out[key] = f"<{errors[-1]}>"
     if errors:
         out["error"] = _clip("; ".join(errors), ERROR_CHARS)
+    for key in ("dtype", "preview", "error"):  # user code may have produced any string
+        if type(out[key]) is str:
+            out[key] = _wire(out[key])
     return out
 
 
@@ -510,8 +586,10 @@ def _placeholder(result: Any) -> dict[str, Any]:
 
 def _describe_all(pairs: list[tuple[str, Any]]) -> list[dict[str, Any]]:
     infos: dict[type, _TypeInfo] = {}
+    dtypes: dict[int, tuple[Any, str, str, bool]] = {}
     entries, pending = [], []
     for name, obj in pairs:
+        name = name if name.isascii() else _wire(name)
         t = type(obj)
         info = infos.get(t)
         if info is None:
@@ -520,8 +598,15 @@ def _describe_all(pairs: list[tuple[str, Any]]) -> list[dict[str, Any]]:
             except Exception:
                 info = _TypeInfo(_type_name(t), "instance", "generic", False)
             infos[t] = info
+        fields = _describe_inline(obj, info, dtypes)
+        if fields:
+            size, shape, length, dtype, preview = fields
+            entries.append({"name": name, "type": info.name, "kind": info.kind, "size": size,
+                            "shape": shape, "len": length, "dtype": dtype, "preview": preview,
+                            "error": None})
+            continue
         entry = {"name": name, "type": info.name, "kind": info.kind}
-        if _inline_ok(obj, info):
+        if fields is None and _inline_ok(obj, info):
             entry.update(_describe(obj, info))
         elif _known_hung(obj):
             entry.update(_placeholder(_TIMEOUT))
@@ -551,13 +636,47 @@ def list_variables(ns: Mapping[str, Any], *, include_modules: bool = False,
     return _describe_all(pairs if limit is None else pairs[:limit])
 
 
+def _listing(ns: Mapping[str, Any], include_modules: bool, filter: str | None,
+             hidden: Mapping[str, Any] | None, limit: int) -> dict[str, Any]:
+    pairs = _select(ns, include_modules, filter, hidden)
+    return {"variables": _describe_all(pairs[:limit]), "count": len(pairs),
+            "truncated": len(pairs) > limit}
+
+
 def listing_payload(ns: Mapping[str, Any], *, include_modules: bool = False,
                     filter: str | None = None, hidden: Mapping[str, Any] | None = None,
                     limit: int = LIST_LIMIT) -> str:
     """JSON ``{"variables", "count", "truncated"}``; ``count`` is before truncation."""
-    pairs = _select(ns, include_modules, filter, hidden)
-    return json.dumps({"variables": _describe_all(pairs[:limit]), "count": len(pairs),
-                       "truncated": len(pairs) > limit})
+    return json.dumps(_listing(ns, include_modules, filter, hidden, limit),
+                      separators=(",", ":"), check_circular=False)
+
+
+class JSONResult:
+    """A JSON value that IPython's display formatter hands over as ``application/json``.
+
+    As the result of a ``user_expressions`` request it travels inside the reply message, so
+    it is encoded and decoded once, not dumped to text, repr'd, and parsed twice on the host.
+    Every string in it must be encodable as UTF-8 (see ``_wire``).
+    """
+
+    __slots__ = ("value",)
+    MIME = "application/json"
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return {self.MIME: self.value, "text/plain": repr(self)}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+def listing_result(ns: Mapping[str, Any], *, include_modules: bool = False,
+                   filter: str | None = None, hidden: Mapping[str, Any] | None = None,
+                   limit: int = LIST_LIMIT) -> JSONResult:
+    """The listing of :func:`listing_payload`, as a structured ``application/json`` result."""
+    return JSONResult(_listing(ns, include_modules, filter, hidden, limit))
 
 
 # ------------------------------------------------------------------- get / set / delete
@@ -738,4 +857,5 @@ def delete_value(ns: dict[str, Any], name: str) -> dict[str, Any]:
     return {"name": name, "ok": True}
 
 
-__all__ = ["list_variables", "listing_payload", "get_value", "set_value", "delete_value"]
+__all__ = ["list_variables", "listing_payload", "listing_result", "get_value", "set_value",
+           "delete_value"]

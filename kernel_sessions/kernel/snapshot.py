@@ -89,6 +89,8 @@ _ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes, range,
 _SHA_CHARS = frozenset("0123456789abcdef")
 HASH_SHA256, HASH_BLAKE3 = "sha256", "blake3"  # blob names: 64 hex digits of either
 STORE_WORKERS = 3  # blobs hashed and written at once (hashing and file I/O release the GIL)
+RESULT_SUFFIX = ".result" + TMP_SUFFIX  # a background checkpoint's result (GC removes leftovers)
+_single_threaded = False  # set in a forked child: its parent's thread pools do not exist there
 PARALLEL_MIN_BYTES = 32 << 20  # below this much data, blobs are handled one after another
 BUNDLE_ITEM_BYTES = 256 << 10  # variables pickled smaller than this share blobs...
 BUNDLE_BYTES = 8 << 20  # ...of about this size: 10k small variables are a few files, not 10k
@@ -229,7 +231,7 @@ def _hasher(alg: str) -> Any:
     if alg == HASH_BLAKE3:
         import blake3
 
-        return blake3.blake3(max_threads=blake3.blake3.AUTO)
+        return blake3.blake3(max_threads=1 if _single_threaded else blake3.blake3.AUTO)
     if alg == HASH_SHA256:
         return hashlib.sha256()
     raise ValueError(f"unknown blob hash {alg!r}")
@@ -244,7 +246,7 @@ def _run_all(jobs: list[Callable[[], Any]], total_bytes: int) -> list[Any]:
         except Exception as exc:
             return exc
 
-    if len(jobs) < 2 or total_bytes < PARALLEL_MIN_BYTES:
+    if len(jobs) < 2 or total_bytes < PARALLEL_MIN_BYTES or _single_threaded:
         return [attempt(job) for job in jobs]
     from concurrent.futures import ThreadPoolExecutor
 
@@ -809,6 +811,45 @@ def checkpoint_payload(ns: dict, blob_dir: str, names: list[str] | None = None) 
     result["execution_count"] = getattr(shell, "execution_count", None)
     result["versions"] = _versions()
     return json.dumps(result)
+
+
+def checkpoint_in_background(ns: dict, blob_dir: str, result_path: str,
+                             names: list[str] | None = None) -> str:
+    """Fork; the child dumps the namespace as it is at this instant (the fork's copy-on-write
+    pages) and writes ``checkpoint_payload``'s JSON to ``result_path`` atomically, then exits.
+
+    The kernel is paused only for the fork itself. The child runs single-threaded (its
+    parent's threads and thread pools do not exist in it) and never touches the kernel's
+    sockets; a thread of the parent reaps it. Returns JSON ``{"pid", "pause_ms"}``, or
+    ``{"error"}`` where there is no fork.
+    """
+    if not hasattr(os, "fork"):
+        return json.dumps({"error": "no fork on this platform"})
+    import time
+
+    started = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into the kernel's code
+        status = 1
+        try:
+            global _single_threaded
+            _single_threaded = True
+            payload = checkpoint_payload(ns, blob_dir, names)
+            tmp = f"{result_path}.{os.getpid()}{TMP_SUFFIX}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_FLAGS, FILE_MODE)
+            try:
+                _write_all(fd, payload.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, result_path)
+            status = 0
+        finally:
+            os._exit(status)
+    pause_ms = (time.perf_counter() - started) * 1000
+    threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True,
+                     name="kernel-sessions-checkpoint-reaper").start()
+    return json.dumps({"pid": pid, "pause_ms": pause_ms})
 
 
 def restore_payload(ns: dict, blob_dir: str, entries: dict[str, dict[str, Any]],
