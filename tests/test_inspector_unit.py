@@ -348,6 +348,100 @@ def test_listing_truncated():
     assert payload["count"] == 30 and payload["truncated"] and len(payload["variables"]) == 10
 
 
+# --------------------------------------------------------------- caches and fast paths
+def test_mutated_list_is_described_again():
+    data = [1, 2, 3]
+    assert one(data)["preview"] == "[1, 2, 3]"
+    data.append(4)
+    data[0] = "a"
+    e = one(data)
+    assert (e["preview"], e["len"]) == ("['a', 2, 3, 4]", 4)
+
+
+def test_mutated_array_is_described_again():
+    np = pytest.importorskip("numpy")
+    arr = np.zeros(3)
+    assert one(arr)["preview"] == "[0.0, 0.0, 0.0]"
+    arr[0] = 7
+    assert one(arr)["preview"] == "[7.0, 0.0, 0.0]"
+
+
+def test_immutable_cache_checks_identity(monkeypatch):
+    text = "value"
+    fake = ("another object", (1, None, 1, None, "'stale'"))
+    monkeypatch.setattr(ins, "_immutables", {id(text): fake})  # as if the id were reused
+    assert one(text)["preview"] == "'value'"
+    assert ins._immutables[id(text)][0] is text  # replaced by the real description
+    assert one(text)["preview"] == "'value'"  # served from the cache now
+
+
+def test_immutable_cache_holds_only_what_the_last_listing_saw(monkeypatch):
+    monkeypatch.setattr(ins, "IMMUTABLE_CACHE_SIZE", 3)
+    small, big = "x" * 10, "y" * (ins.IMMUTABLE_CACHE_BYTES * 2)
+    ns = {f"v{i}": float(i) for i in range(5)} | {"small": small, "big": big, "lst": [1]}
+    ins.list_variables(ns)
+    assert len(ins._immutables) == 3 and id(big) not in ins._immutables
+    assert all(type(value) in ins._IMMUTABLE for value, _ in ins._immutables.values())
+    ins.list_variables({"small": small})
+    assert list(ins._immutables) == [id(small)]  # nothing else is kept alive
+    ins.list_variables({})
+    assert ins._immutables == {}
+
+
+def test_cached_entries_equal_fresh_ones():
+    ns = {"s": "t" * 300, "b": b"bytes", "i": 2**70, "f": 1.25, "c": 1j, "huge": 10**2000}
+    first = ins.list_variables(ns)
+    assert ins.list_variables(ns) == first
+    ins._immutables.clear()
+    assert ins.list_variables(ns) == first
+
+
+def test_strict_preview_matches_and_refuses_user_code():
+    values = [[1, 2.5, None, True], (1,), {"a": [1] * 30, 2: (3, "x" * 300)}, {1, 2},
+              frozenset({"a"}), [[[[1]]]], {"k": {"n": {"m": {"deep": 1}}}}, list(range(50)),
+              ["s" * 150, "t" * 150], [2**80, -(2**80)], []]
+    for value in values:
+        assert ins._preview(value, strict=True) == ins._preview(value)
+
+    class Custom:
+        def __repr__(self):
+            return "custom"
+
+    for hostile in ([1, Custom()], {"a": Custom()}, {Custom(): 1}, ([1], [Custom()])):
+        with pytest.raises(ins._Untrusted):
+            ins._preview(hostile, strict=True)
+    assert ins._preview([[[[Custom()]]]], strict=True) == "[[[[…]]]]"  # not shown: not run
+
+
+def test_arrays_of_several_dtypes_in_one_listing():
+    np = pytest.importorskip("numpy")
+    ns = {"a": np.arange(3), "b": np.arange(3.0), "c": np.zeros(2, dtype=">i4"),
+          "d": np.zeros(2, dtype=[("x", "f4"), ("y", "i2")]), "e": np.arange(4.0)}
+    got = by_name(ins.list_variables(ns))
+    assert [got[k]["dtype"] for k in "abcde"] == [str(ns[k].dtype) for k in "abcde"]
+    assert got["b"]["preview"] == "[0.0, 1.0, 2.0]" and got["c"]["preview"] == "[0, 0]"
+    assert got["d"]["error"] is None and got["d"]["shape"] == [2]
+
+
+def test_listing_result_is_the_payload_as_json():
+    ns = {"a": 1, "s": "x", "lst": [1, 2]}
+    result = ins.listing_result(ns)
+    bundle = result._repr_mimebundle_()
+    assert bundle["application/json"] == json.loads(ins.listing_payload(ns))
+    assert "listing" not in bundle["text/plain"] and len(bundle["text/plain"]) < 40
+
+
+def test_listing_result_is_utf8_encodable():
+    weird = type("W", (), {"__repr__": lambda self: "r\udc01"})
+    weird.__qualname__ = "W\ud800"
+    ns = {"\ud801": 1, "w": weird(), "lst": ["\ud802"], "s": "\udc00 é"}
+    value = ins.listing_result(ns)._repr_mimebundle_()["application/json"]
+    json.dumps(value, ensure_ascii=False).encode("utf-8")  # strict: no lone surrogates
+    got = by_name(value["variables"])
+    assert got["w"]["type"].endswith("W\\ud800") and got["w"]["preview"] == "r\\udc01"
+    assert got["s"]["preview"] == "'\\udc00 é'"
+
+
 # --------------------------------------------------------------- get_value
 def test_get_value_json():
     ns = {"d": {"a": [1, 2.5, None, "s"]}, "nan": [float("nan")], "obj": object(), "b": b"x"}
@@ -514,3 +608,29 @@ def test_real_ipython_namespace_lists_nothing_of_its_own():
         assert ins.set_value(shell.user_ns, "Out", json_value=1)["error"] == "reserved"
     finally:
         InteractiveShell.clear_instance()
+
+
+class SlowHashMeta(type):
+    """A metaclass whose __hash__ hangs: looking the class up in any set or dict would hang."""
+
+    def __hash__(cls):
+        time.sleep(10)
+        return 0
+
+    def __eq__(cls, other):
+        return cls is other
+
+
+class Trap(metaclass=SlowHashMeta):
+    pass
+
+
+def test_a_metaclass_hash_trap_never_runs_outside_the_watchdog():
+    ns = {"a": 1, "trap": Trap(), "cls": Trap, "items": [1, Trap()], "z": "ok"}
+    t0 = time.perf_counter()
+    got = by_name(ins.list_variables(ns))
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 2.5, elapsed
+    assert got["a"]["preview"] == "1" and got["z"]["preview"] == "'ok'"
+    assert got["trap"]["type"].endswith("Trap") and "Trap object" in got["trap"]["preview"]
+    assert "items" in got and "cls" in got

@@ -81,6 +81,18 @@ async def test_listing_describes_every_kind(ks):
     assert list(by_name(await ks.variables("v", filter="ar*"))) == ["arr"]
 
 
+async def test_listing_survives_strings_that_are_not_utf8(ks):
+    kc = ks.client("v")
+    try:
+        odd = r"globals()['odd\ud800'] = type('W', (), {'__repr__': lambda s: 'r\udc01'})()"
+        assert (await run(kc, odd))["status"] == "ok"
+        v = by_name(await ks.variables("v", filter="odd*"))
+        assert (await run(kc, r"del globals()['odd\ud800']"))["status"] == "ok"
+    finally:
+        kc.stop_channels()
+    assert list(v) == ["odd\\ud800"] and v["odd\\ud800"]["preview"] == "r\\udc01"
+
+
 async def test_reading_leaves_no_trace_for_attached_clients(ks):
     kc = ks.client("v")  # a second client, recording everything on iopub
     seen: list[dict] = []

@@ -41,6 +41,8 @@ MAX_ABANDONED_THREADS = 8  # hung worker threads tolerated before untrusted obje
 HUNG_CACHE_SIZE = 256  # objects remembered as hanging
 MAX_FRAME_COLUMNS_FOR_MEMORY = 1000  # wider frames get size rows*cols*8
 LIST_LIMIT = 10_000  # entries in one listing payload
+IMMUTABLE_CACHE_SIZE = 10_000  # immutable values whose description is kept for the next listing
+IMMUTABLE_CACHE_BYTES = 1024  # larger ones are not kept alive by that cache
 REPR_DEPTH = 20  # nesting rendered by get_value(fmt="repr")
 
 IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "_ih", "_oh", "_dh"})
@@ -49,6 +51,7 @@ THREAD_NAME = "kernel-sessions-inspector"
 
 _SCALARS = frozenset({int, float, complex, bool, type(None), str, bytes, bytearray, range,
                       type(...), type(NotImplemented)})
+_IMMUTABLE = frozenset({str, bytes, int, float, complex})  # description depends on value only
 _FAST_ITEMS = frozenset({int, float, bool, type(None)})  # items whose repr is cheap and safe
 _FAST_INT = 1 << 64
 _SIZED = frozenset({str, bytes, bytearray})  # not range: len() overflows past sys.maxsize
@@ -71,6 +74,9 @@ Fields = tuple  # (size, shape, len, dtype, preview) of one variable
 _LOCK = threading.Lock()
 _stuck_threads = 0  # abandoned worker threads still inside user code
 _hung: dict[tuple[int, int], tuple[bool, Any]] = {}  # (id, id(type)) -> (is_weakref, ref)
+# id -> (value, fields) of the small immutable values seen by the last listing; the value is
+# held, so its id cannot be reused by another object while the entry exists
+_immutables: dict[int, tuple[Any, Fields]] = {}
 
 
 # ------------------------------------------------------------------------------- type facts
@@ -172,9 +178,20 @@ def _classify(t: type) -> _TypeInfo:
     return _TypeInfo(name, kind, "generic", safe and not has_len, has_len=has_len)
 
 
+def _plain_meta(t: type) -> bool:
+    """True if hashing or comparing the type ``t`` runs no user code: its metaclass is
+    ``type``, or one that keeps ``type``'s own ``__hash__`` and ``__eq__``. Checked before ``t``
+    meets any set or dict (``t in _SCALARS`` would call a metaclass's ``__hash__``)."""
+    meta = type(t)
+    return meta is type or (type(meta) is type and meta.__hash__ is type.__hash__
+                            and meta.__eq__ is type.__eq__)
+
+
 def _safe_inline(obj: Any, depth: int = 0) -> bool:
     """True if _preview(obj) runs no user code (checks what it renders, not more)."""
     t = type(obj)
+    if not _plain_meta(t):
+        return False
     if t in _SCALARS:
         return True
     if t in _CONTAINERS:
@@ -182,8 +199,8 @@ def _safe_inline(obj: Any, depth: int = 0) -> bool:
             return True  # rendered as "[…]"
         items = itertools.islice(dict.items(obj) if t is dict else t.__iter__(obj), PREVIEW_ITEMS)
         head = list(itertools.chain.from_iterable(items) if t is dict else items)
-        if set(map(type, head)) <= _SCALARS:  # the common case, checked at C speed
-            return True
+        if set(map(type, map(type, head))) <= {type} and set(map(type, head)) <= _SCALARS:
+            return True  # the common case, checked at C speed
         return all(_safe_inline(item, depth + 1) for item in head)
     return issubclass(t, _mod_attr("numpy", "generic")) and _type_name(t).startswith("numpy.")
 
@@ -234,6 +251,10 @@ def _preview(obj: Any, limit: int = PREVIEW_CHARS, depth: int = 0,
     the check and the rendering are one walk over the items that are shown.
     """
     t = type(obj)
+    if not _plain_meta(t):
+        if strict:
+            raise _Untrusted
+        return _clip(_repr(obj), limit)
     if t in _SCALARS:
         if t is str or t is bytes or t is bytearray:
             return _clip(repr(obj[: limit + 1]), limit)
@@ -292,6 +313,8 @@ def _preview(obj: Any, limit: int = PREVIEW_CHARS, depth: int = 0,
 
 def _plain_numbers(head: list | tuple) -> bool:
     """True if every item is a number (or None) whose repr is short, checked at C speed."""
+    if not set(map(type, map(type, head))) <= {type}:  # hashing their types is safe
+        return False
     kinds = set(map(type, head))
     if not kinds <= _FAST_ITEMS:
         return False
@@ -390,7 +413,10 @@ def _steps(obj: Any, info: _TypeInfo) -> dict[str, Callable[[], Any]]:
     return steps
 
 
-def _dtype_facts(dtype: Any, dtypes: dict[int, tuple[Any, str, str, bool]]) -> tuple[Any, str, str, bool]:
+DtypeFacts = tuple  # (dtype, name, kind, hasobject)
+
+
+def _dtype_facts(dtype: Any, dtypes: dict[int, DtypeFacts]) -> DtypeFacts:
     """(dtype, name, kind, hasobject), once per dtype object per listing (``str(dtype)`` is slow).
 
     Keyed by id and checked by identity; ``dtypes`` holds the dtype, so its id stays its own.
@@ -402,7 +428,7 @@ def _dtype_facts(dtype: Any, dtypes: dict[int, tuple[Any, str, str, bool]]) -> t
 
 
 def _describe_inline(obj: Any, info: _TypeInfo,
-                     dtypes: dict[int, tuple[Any, str, str, bool]]) -> Fields | None | bool:
+                     dtypes: dict[int, DtypeFacts]) -> Fields | None | bool:
     """Fields of a builtin scalar, a builtin container of trusted items or a plain ndarray.
 
     One pass that runs no user code. False: a shown item could run user code (use the
@@ -432,7 +458,7 @@ def _describe_inline(obj: Any, info: _TypeInfo,
 def _describe(obj: Any, info: _TypeInfo) -> dict[str, Any]:
     """size/shape/len/dtype/preview/error; may run user code, so callers guard it."""
     t = type(obj)
-    if t in _SCALARS:  # fast path for most variables; nothing here can fail
+    if _plain_meta(t) and t in _SCALARS:  # fast path for most variables; nothing can fail
         return {"size": sys.getsizeof(obj), "shape": None, "len": len(obj) if t in _SIZED else None,
                 "dtype": None, "preview": _preview(obj), "error": None}
     out: dict[str, Any] = dict.fromkeys(("size", "shape", "len", "dtype", "preview", "error"))
@@ -584,13 +610,42 @@ def _placeholder(result: Any) -> dict[str, Any]:
             "error": error}
 
 
+def _guarded_info(obj: Any) -> _TypeInfo:
+    """Type facts of an object whose type is unsafe to hash: generic, worked out without
+    ``_classify`` (whose set lookups would run the metaclass's ``__hash__``)."""
+    return _TypeInfo(_raw_type_name(type(obj)), "instance", "generic", False)
+
+
+def _raw_type_name(t: type) -> str:
+    """``module.qualname`` of ``t`` read from the type's own slots: no metaclass code runs."""
+    try:
+        qual = type.__dict__["__qualname__"].__get__(t, type)
+        mod = type.__dict__["__module__"].__get__(t, type)
+    except Exception:
+        return "?"
+    qual = qual if isinstance(qual, str) else "?"
+    return qual if mod in (None, "builtins") or not isinstance(mod, str) else f"{mod}.{qual}"
+
+
 def _describe_all(pairs: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """Entries for ``pairs``: inline where nothing can run user code, else in the watchdog.
+
+    Small immutable values (``_IMMUTABLE``) are described once and reused by later listings
+    while the same object is bound; the cache is replaced by what this listing saw.
+    """
+    global _immutables
     infos: dict[type, _TypeInfo] = {}
-    dtypes: dict[int, tuple[Any, str, str, bool]] = {}
+    dtypes: dict[int, DtypeFacts] = {}
+    cached, seen = _immutables, {}
     entries, pending = [], []
     for name, obj in pairs:
         name = name if name.isascii() else _wire(name)
         t = type(obj)
+        if not _plain_meta(t):  # even looking its type up could run user code: watchdog
+            entry = {"name": name, "type": _wire(_raw_type_name(t)), "kind": "instance"}
+            pending.append((entry, obj, None))
+            entries.append(entry)
+            continue
         info = infos.get(t)
         if info is None:
             try:
@@ -598,7 +653,17 @@ def _describe_all(pairs: list[tuple[str, Any]]) -> list[dict[str, Any]]:
             except Exception:
                 info = _TypeInfo(_type_name(t), "instance", "generic", False)
             infos[t] = info
-        fields = _describe_inline(obj, info, dtypes)
+        if t in _IMMUTABLE:
+            hit = cached.get(id(obj))
+            if hit is not None and hit[0] is obj:
+                fields = hit[1]
+            else:
+                fields = _describe_inline(obj, info, dtypes)
+                hit = (obj, fields) if fields[0] <= IMMUTABLE_CACHE_BYTES else None
+            if hit is not None and len(seen) < IMMUTABLE_CACHE_SIZE:
+                seen[id(obj)] = hit
+        else:
+            fields = _describe_inline(obj, info, dtypes)
         if fields:
             size, shape, length, dtype, preview = fields
             entries.append({"name": name, "type": info.name, "kind": info.kind, "size": size,
@@ -615,11 +680,13 @@ def _describe_all(pairs: list[tuple[str, Any]]) -> list[dict[str, Any]]:
         entries.append(entry)
     if pending:
         results = _run_guarded([(obj, info) for _, obj, info in pending],
-                               lambda pair: _describe(*pair), PER_OBJECT_BUDGET_S,
+                               lambda pair: _describe(pair[0], pair[1] or _guarded_info(pair[0])),
+                               PER_OBJECT_BUDGET_S,
                                LIST_BUDGET_S, subject=lambda pair: pair[0])
         for (entry, _, _), result in zip(pending, results):
             ok = isinstance(result, tuple) and result[0]
             entry.update(result[1] if ok else _placeholder(result))
+    _immutables = seen
     return entries
 
 
