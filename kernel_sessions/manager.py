@@ -225,6 +225,11 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
                 continue
         return out
 
+    def renamed_to(self, name: str) -> str | None:
+        """The current name of the session that was called ``name``, if it was renamed."""
+        validate_name(name)
+        return self.registry.renamed_to(name) if name not in self._sessions else None
+
     def kernel_id(self, name: str) -> str:
         return self._model(name).kernel_id
 
@@ -313,6 +318,7 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
             cwd=self.root_dir, reason="created",
         )
         self.registry.insert(model)  # SessionExists for a taken name, across processes too
+        self.registry.forget_name(name)  # a redirect from this name to a renamed session ends
         self._sessions[name] = model
         self._emit(STATE_SCHEMA_ID, {"name": name, "from": None, "to": M.STARTING,
                                      "reason": "created", "kernel_id": "", "restarts": 0})

@@ -82,6 +82,7 @@ class Registry:
         for c in _COLUMNS:  # forward-compatible: new model fields become new columns
             if c not in have:
                 conn.execute(f"ALTER TABLE sessions ADD COLUMN {c} {_SQL_TYPES.get(c, 'TEXT')}")
+        conn.execute("CREATE TABLE IF NOT EXISTS renamed (old TEXT PRIMARY KEY, new TEXT NOT NULL)")
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         for suffix in ("-wal", "-shm"):
             side = Path(str(self.path) + suffix)
@@ -154,15 +155,38 @@ class Registry:
         return [self._from_row(r) for r in self._conn.execute("SELECT * FROM sessions ORDER BY name")]
 
     def rename(self, old: str, new: str) -> None:
+        """Rename, and remember where ``old`` went (and where every earlier name of it went),
+        so notebooks saved with kernelspec ``session.<old>`` find the session again."""
+        conn = self._conn
         try:
-            cur = self._conn.execute("UPDATE sessions SET name=? WHERE name=?", (new, old))
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute("UPDATE sessions SET name=? WHERE name=?", (new, old))
+            if cur.rowcount == 0:
+                raise SessionNotFound(f"no session named {old!r}")
+            conn.execute("DELETE FROM renamed WHERE old=?", (new,))
+            conn.execute("UPDATE renamed SET new=? WHERE new=?", (new, old))
+            conn.execute("INSERT OR REPLACE INTO renamed (old, new) VALUES (?, ?)", (old, new))
+            conn.execute("COMMIT")
         except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK")
             raise SessionExists(f"session {new!r} already exists") from None
-        if cur.rowcount == 0:
-            raise SessionNotFound(f"no session named {old!r}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def renamed_to(self, old: str) -> str | None:
+        """The current name of a session once called ``old`` (None if it was not renamed, or if
+        a session of that name exists again)."""
+        row = self._conn.execute("SELECT new FROM renamed WHERE old=?", (old,)).fetchone()
+        return row[0] if row else None
+
+    def forget_name(self, name: str) -> None:
+        """``name`` is taken by a new session: it no longer redirects to a renamed one."""
+        self._conn.execute("DELETE FROM renamed WHERE old=?", (name,))
 
     def delete(self, name: str) -> None:
         self._conn.execute("DELETE FROM sessions WHERE name=?", (name,))
+        self._conn.execute("DELETE FROM renamed WHERE new=?", (name,))
 
     def names(self) -> Iterable[str]:
         return [r[0] for r in self._conn.execute("SELECT name FROM sessions ORDER BY name")]

@@ -132,7 +132,8 @@ class SessionMappingKernelManager(PooledMappingKernelManager):
     # -- attach ----------------------------------------------------------------------------
 
     async def attach_session(self, name: str) -> SessionModel:
-        """Get session ``name``, creating it from the pool if missing; wait until it runs.
+        """Get session ``name`` (or, if it was renamed, the session it became), creating it
+        from the pool if missing; wait until it runs (waking it if hibernated).
 
         A per-name lock makes concurrent attaches create one session; a session created at the
         same moment through another path (``SessionExists``) is waited for instead.
@@ -147,6 +148,10 @@ class SessionMappingKernelManager(PooledMappingKernelManager):
         try:
             await self._ensure_started(ks)
             async with lock:
+                moved = ks.renamed_to(name)
+                if moved is not None and moved in ks._sessions:  # saved before a rename
+                    self.log.info("kernel sessions: session %r is now %r", name, moved)
+                    name = moved
                 try:
                     await ks.get(name)
                 except SessionNotFound:

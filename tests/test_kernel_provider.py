@@ -234,3 +234,24 @@ async def test_bad_names_are_400s_and_concurrent_attaches_create_one_session(
     assert code == 200 and model["kernel"]["id"] == ks.kernel_id("other") != kid
     assert model["kernel"]["name"] == "session.other"
     assert kid in km and (await ks.get("conc")).state == "idle"
+
+
+async def test_a_notebook_saved_before_a_rename_finds_the_renamed_session(
+    jp_fetch: Any, jp_serverapp: Any, ks: Any
+) -> None:
+    first = await new_notebook(jp_fetch, "old.ipynb", "session.etl")
+    kid = first["kernel"]["id"]
+    await ks.rename("etl", "etl2")
+    await ks.rename("etl2", "etl3")  # a chain of renames still leads to the session
+    code, k = await call(jp_fetch, "api", "kernels", method="POST", body={"name": "session.etl"})
+    assert code == 201 and k["id"] == kid, k
+    code, k = await call(jp_fetch, "api", "kernels", method="POST", body={"name": "session.etl2"})
+    assert code == 201 and k["id"] == kid, k
+    assert [s.name for s in await ks.list()] == ["etl3"]
+    # a new session taking the old name ends the redirect; deleting the target ends it too
+    await ks.create("etl")
+    assert ks.renamed_to("etl") is None and ks.renamed_to("etl2") == "etl3"
+    code, k = await call(jp_fetch, "api", "kernels", method="POST", body={"name": "session.etl"})
+    assert k["id"] == ks.kernel_id("etl") != kid
+    await ks.delete("etl3")
+    assert ks.renamed_to("etl2") is None
