@@ -34,6 +34,8 @@ from queue import Empty
 from typing import Any
 from urllib.parse import urlsplit
 
+import zmq
+import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.blocking.client import BlockingKernelClient
 
@@ -80,7 +82,10 @@ class KernelSessionsClient(RestClient):
                 timeout: float = READY_TIMEOUT) -> SessionKernelClient:
         """A started ``BlockingKernelClient`` on session ``name`` (None: the auto session)."""
         name, info = _connection(self, name, create, kernel_name)
-        kc = SessionKernelClient()
+        # the process-wide zmq context: a client's own context is terminated by its __del__,
+        # which blocks whatever thread the garbage collector happens to run in (for good, if
+        # the dropped client's channels still run)
+        kc = SessionKernelClient(context=zmq.Context.instance())
         kc.session_name, kc.api = name, self
         kc.load_connection_info(info)
         kc.start_channels(hb=False)
@@ -102,7 +107,7 @@ class AsyncKernelSessionsClient(AsyncRestClient):
         # the lookups share the sync path (and its process-wide auto-session lock)
         sync = _sync_client(self.server)
         name, info = await asyncio.to_thread(_connection, sync, name, create, kernel_name)
-        kc = AsyncSessionKernelClient()
+        kc = AsyncSessionKernelClient(context=zmq.asyncio.Context.instance())
         kc.session_name, kc.api = name, self
         kc.load_connection_info(info)
         kc.start_channels(hb=False)
