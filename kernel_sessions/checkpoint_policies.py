@@ -149,8 +149,7 @@ class PoliciesMixin:
             if model.state == M.RESTORING:
                 self.sessions._transition(model, M.IDLE, f"restarted: restore failed: {exc}")
             return
-        self.sessions._transition(model, M.IDLE, self._done(manifest, "auto-restored"),
-                                  checkpoint=manifest["id"], checkpoint_created=taken_at(manifest))
+        self._restored(model, manifest, "auto-restored")
 
     def revive_later(self: CheckpointService, model: SessionModel) -> None:
         """A dead session whose kernel is gone: restore its latest checkpoint in the background."""

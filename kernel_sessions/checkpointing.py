@@ -214,9 +214,8 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
         watcher = self.sessions._watchers.get(model.name)
         if watcher is not None:
             watcher.drain()
-        self.sessions._transition(model, self._seen.pop(kid, M.IDLE),
-                                  f"checkpoint {manifest['id']}{note}",
-                                  checkpoint=manifest["id"], checkpoint_created=taken_at(manifest))
+        self._named_transition(model, self._seen.pop(kid, M.IDLE),
+                               f"checkpoint {manifest['id']}{note}", manifest)
         return manifest
 
     def saw_status(self, model: SessionModel, state: str) -> None:
@@ -307,9 +306,7 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
                     report = await self._load(model, manifest, variables, prune=variables is None)
                 finally:
                     if model.state == M.RESTORING:
-                        self.sessions._transition(model, M.IDLE, self._done(manifest, "restored"),
-                                                  checkpoint=manifest["id"],
-                                                  checkpoint_created=taken_at(manifest))
+                        self._restored(model, manifest, "restored")
                 return self._report(model, manifest, report)
 
     async def _fork(self, manifest: dict[str, Any], into: str, names: list[str] | None,
@@ -325,10 +322,7 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
             except BaseException:
                 await self.sessions._delete(model)  # no half-made fork is left behind
                 raise
-            self.sessions._transition(
-                model, M.IDLE, f"forked from {manifest['session']} checkpoint {manifest['id']} "
-                f"taken {taken_at(manifest)}", checkpoint=manifest["id"],
-                checkpoint_created=taken_at(manifest))
+            self._restored(model, manifest, f"forked from {manifest['session']}")
         return self._report(model, manifest, report)
 
     async def _load(self, model: SessionModel, manifest: dict[str, Any],
@@ -345,9 +339,17 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
                 f"signed hashes: {', '.join(bad[:5])}; nothing was restored", reason="tampered")
         return result
 
-    @staticmethod
-    def _done(manifest: dict[str, Any], verb: str) -> str:
-        return f"{verb} checkpoint {manifest['id']} taken {taken_at(manifest)}"
+    def _named_transition(self, model: SessionModel, to: str, reason: str,
+                          manifest: dict[str, Any]) -> None:
+        """A transition whose event names the checkpoint taken or restored, and its time."""
+        self.sessions._transition(model, to, reason, checkpoint=manifest["id"],
+                                  checkpoint_created=taken_at(manifest))
+
+    def _restored(self, model: SessionModel, manifest: dict[str, Any], verb: str) -> None:
+        """Back to idle after ``manifest`` was loaded (``verb``: restored, forked from …)."""
+        self._named_transition(
+            model, M.IDLE, f"{verb} checkpoint {manifest['id']} taken {taken_at(manifest)}",
+            manifest)
 
     @staticmethod
     def _report(model: SessionModel, manifest: dict[str, Any],
@@ -398,8 +400,7 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
             if model.state == M.RESTORING:
                 self.sessions._transition(model, M.IDLE, f"restore failed, namespace empty: {exc}")
             raise
-        self.sessions._transition(model, M.IDLE, self._done(manifest, verb),
-                                  checkpoint=manifest["id"], checkpoint_created=taken_at(manifest))
+        self._restored(model, manifest, verb)
         return report
 
     async def wake(self, model: SessionModel) -> None:

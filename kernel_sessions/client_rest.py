@@ -238,14 +238,17 @@ def _latest(summaries: list[dict], name: str) -> str:
     raise ClientError(f"session {name!r} has no usable checkpoint", "checkpoint_not_found", 404)
 
 
+def _auth(server: ServerInfo) -> dict[str, str]:
+    return {"Authorization": f"token {server.token}"} if server.token else {}
+
+
 class RestClient(_Api):
     """The REST API, synchronously. ``url``/``token`` default to what discovery finds."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *,
                  server: ServerInfo | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.server = server or find_server(url, token)
-        headers = {"Authorization": f"token {self.server.token}"} if self.server.token else {}
-        self._http = httpx.Client(headers=headers, timeout=timeout)
+        self._http = httpx.Client(headers=_auth(self.server), timeout=timeout)
 
     def _call(self, method: str, path: str, *, decode: Callable[[httpx.Response], Any] = _json,
               timeout: float | None = None, **kwargs: Any) -> Any:
@@ -282,8 +285,7 @@ class AsyncRestClient(_Api):
     def __init__(self, url: str | None = None, token: str | None = None, *,
                  server: ServerInfo | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.server = server or find_server(url, token)
-        headers = {"Authorization": f"token {self.server.token}"} if self.server.token else {}
-        self._http = httpx.AsyncClient(headers=headers, timeout=timeout)
+        self._http = httpx.AsyncClient(headers=_auth(self.server), timeout=timeout)
 
     async def _call(self, method: str, path: str, *,  # type: ignore[override]
                     decode: Callable[[httpx.Response], Any] = _json,

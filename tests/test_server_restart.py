@@ -98,29 +98,56 @@ def value_of_x(server: Server, name: str) -> str:
     return server.execute(name, "x")["outputs"][0]["data"]["text/plain"]
 
 
+class Fleet:
+    """Servers one after another on the same data and config dirs (under ``base``), with the
+    extension and a pool of one; ``close`` leaves nothing running, whatever failed."""
+
+    def __init__(self, base: Path, **manager: Any) -> None:
+        self.base = base
+        for d in ("data", "runtime", "config", "root"):
+            (base / d).mkdir()
+        config: dict[str, Any] = {
+            "ServerApp": {"jpserver_extensions": {"kernel_sessions": True}},
+            "PoolMixin": {"pool_sizes": {"python3": 1}},
+        }
+        if manager:
+            config["KernelSessionManager"] = manager
+        (base / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
+        self.servers: list[Server] = []
+        self.pids: set[int] = set()  # session kernels to kill on the way out
+
+    def start(self) -> Server:
+        server = Server(self.base)
+        self.servers.append(server)
+        return server
+
+    def close(self) -> None:
+        leftovers = {pid for server in self.servers for pid in server.kids | server.descendants()}
+        for server in self.servers:
+            if server.proc.poll() is None:
+                server.proc.kill()
+                server.proc.wait(SERVER_STOP_TIMEOUT)
+        for pid in leftovers | self.pids:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+
+
 def test_session_survives_sigterm_and_sigkill_of_the_server(tmp_path: Path) -> None:
-    for d in ("data", "runtime", "config", "root"):
-        (tmp_path / d).mkdir()
-    (tmp_path / "config" / "jupyter_server_config.json").write_text(json.dumps({
-        "ServerApp": {"jpserver_extensions": {"kernel_sessions": True}},
-        "PoolMixin": {"pool_sizes": {"python3": 1}},
-        "KernelSessionManager": {"keep_kernels_on_stop": True},
-    }))
-    servers: list[Server] = []
-    session_pid = None
+    fleet = Fleet(tmp_path, keep_kernels_on_stop=True)
     try:
-        first = Server(tmp_path)
-        servers.append(first)
+        first = fleet.start()
         status, s = first.call("POST", "/api/kernel-sessions/sessions", {"name": "keep"})
         assert status == 201, s
         kid = s["kernel"]["id"]
         first.execute("keep", "x = 42\nimport os\npid = os.getpid()")
         session_pid = int(first.execute("keep", "pid")["outputs"][0]["data"]["text/plain"])
+        fleet.pids.add(session_pid)
         first.stop(signal.SIGTERM)
         assert psutil.pid_exists(session_pid), "graceful stop killed the session kernel"
 
-        second = Server(tmp_path)
-        servers.append(second)
+        second = fleet.start()
         status, listed = second.call("GET", "/api/kernel-sessions/sessions")
         assert status == 200 and [(x["name"], x["state"], x["kernel"]["id"]) for x in listed] == [
             ("keep", "idle", kid)], listed
@@ -129,8 +156,7 @@ def test_session_survives_sigterm_and_sigkill_of_the_server(tmp_path: Path) -> N
         assert status == 200 and kid in [k["id"] for k in kernels], kernels
         second.stop(signal.SIGKILL)
 
-        third = Server(tmp_path)
-        servers.append(third)
+        third = fleet.start()
         status, s = third.call("GET", "/api/kernel-sessions/sessions/keep")
         assert status == 200 and (s["state"], s["kernel"]["id"]) == ("idle", kid), s
         assert value_of_x(third, "keep") == "42"
@@ -139,33 +165,17 @@ def test_session_survives_sigterm_and_sigkill_of_the_server(tmp_path: Path) -> N
         third.stop(signal.SIGTERM)
         assert not psutil.pid_exists(session_pid) or \
             psutil.Process(session_pid).status() == psutil.STATUS_ZOMBIE
-    finally:  # nothing outlives the test, whatever failed
-        leftovers = {pid for server in servers for pid in server.kids | server.descendants()}
-        for server in servers:
-            if server.proc.poll() is None:
-                server.proc.kill()
-                server.proc.wait(SERVER_STOP_TIMEOUT)
-        for pid in leftovers | ({session_pid} if session_pid else set()):
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
+    finally:
+        fleet.close()
 
 
 def test_graceful_stop_hibernates_and_a_crash_restores_the_latest_checkpoint(tmp_path: Path) -> None:
     """Default policy: SIGTERM checkpoints and stops session kernels; the next server wakes a
     session on its first use. After a SIGKILL of the server *and* the kernel, the next server
     restores the latest checkpoint into a new kernel with the same id."""
-    for d in ("data", "runtime", "config", "root"):
-        (tmp_path / d).mkdir()
-    (tmp_path / "config" / "jupyter_server_config.json").write_text(json.dumps({
-        "ServerApp": {"jpserver_extensions": {"kernel_sessions": True}},
-        "PoolMixin": {"pool_sizes": {"python3": 1}},
-    }))
-    servers: list[Server] = []
+    fleet = Fleet(tmp_path)
     try:
-        first = Server(tmp_path)
-        servers.append(first)
+        first = fleet.start()
         status, s = first.call("POST", "/api/kernel-sessions/sessions", {"name": "sleepy"})
         assert status == 201, s
         kid = s["kernel"]["id"]
@@ -174,8 +184,7 @@ def test_graceful_stop_hibernates_and_a_crash_restores_the_latest_checkpoint(tmp
         first.stop(signal.SIGTERM)
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
-        second = Server(tmp_path)
-        servers.append(second)
+        second = fleet.start()
         status, s = second.call("GET", "/api/kernel-sessions/sessions/sleepy")
         assert (s["state"], s["kernel"]["id"]) == ("hibernated", kid), s
         assert s["reason"].startswith("server stopped; checkpoint ")
@@ -186,11 +195,11 @@ def test_graceful_stop_hibernates_and_a_crash_restores_the_latest_checkpoint(tmp
         pid = int(second.execute("sleepy", "pid")["outputs"][0]["data"]["text/plain"])
         status, ckpt = second.call("POST", "/api/kernel-sessions/sessions/sleepy/checkpoints", {})
         assert status == 201, ckpt
+        fleet.pids.add(pid)
         second.stop(signal.SIGKILL)
         os.kill(pid, signal.SIGKILL)
 
-        third = Server(tmp_path)
-        servers.append(third)
+        third = fleet.start()
         deadline = time.monotonic() + 60
         while True:
             status, s = third.call("GET", "/api/kernel-sessions/sessions/sleepy")
@@ -203,12 +212,4 @@ def test_graceful_stop_hibernates_and_a_crash_restores_the_latest_checkpoint(tmp
         assert value_of_x(third, "sleepy") == "43"
         third.stop(signal.SIGTERM)
     finally:
-        leftovers = {p for server in servers for p in server.kids | server.descendants()}
-        for server in servers:
-            if server.proc.poll() is None:
-                server.proc.kill()
-        for p in leftovers:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        fleet.close()
