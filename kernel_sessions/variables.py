@@ -20,12 +20,21 @@ from traitlets.config import LoggingConfigurable
 
 from . import models as M
 from .errors import InvalidTransition, KernelSessionError
+from .kernel.inspector import gc_paused
 from .kernelcode import ns_call_code
 
 BUSY_ANSWER_TIMEOUT = 1.0  # seconds a listing may wait on a busy kernel before going stale
 CALL_TIMEOUT = 30.0  # seconds for an idle kernel to answer a variables request
 UNAVAILABLE_STATES = (M.DEAD, M.HIBERNATED, M.DELETED, M.STARTING)
 LISTING_MIME = "application/json"  # how the kernel's listing_result comes back
+
+
+def _entries(listing: dict[str, Any]) -> dict[str, Any]:
+    """The kernel's rows (``fields`` + ``rows``, compact on the wire) as one dict a variable."""
+    fields = listing.pop("fields")
+    with gc_paused():
+        listing["variables"] = [dict(zip(fields, row)) for row in listing.pop("rows")]
+    return listing
 
 
 class VariableError(KernelSessionError):
@@ -112,6 +121,7 @@ class VariablesService(LoggingConfigurable):
                     ns_call_code("inspector", "listing_payload", **kwargs), timeout,
                     concurrent=busy)
                 listing = json.loads(ast.literal_eval(text))
+            listing = _entries(listing)
         except TimeoutError:
             last = self._last.get(key, {"variables": [], "count": 0, "truncated": False,
                                         "listed_at": None})

@@ -8,11 +8,21 @@ from typing import Any, Callable
 
 import zmq
 
+from .kernel.inspector import gc_paused
 from .kernelcode import HELPER_MSG_PREFIX, helper_execute
 
 STATUS_STATES = ("busy", "idle")
 KERNEL_INFO_RETRY = 1.0  # seconds before a kernel_info request is sent again
 SETTLE_TIMEOUT = 0.02  # seconds a busy-looking session's state read waits for a pending idle
+
+
+def _unpack(data: bytes) -> Any:
+    """jupyter_client's JSON unpacker, without garbage collections in the middle of a big
+    reply (a variables listing): see ``gc_paused``."""
+    from jupyter_client.session import json_unpacker
+
+    with gc_paused():
+        return json_unpacker(data)
 
 
 def fresh_client(km: Any) -> Any:
@@ -25,6 +35,7 @@ def fresh_client(km: Any) -> Any:
     from jupyter_client.session import Session
 
     session = Session(key=km.session.key, signature_scheme=km.session.signature_scheme)
+    session.unpack = _unpack
     # the manager's zmq context: a context per client would be terminated whenever the
     # garbage collector gets to it, which blocks while any of its sockets lingers
     return km.client(session=session, context=km.context)
