@@ -572,7 +572,7 @@ def test_module_imports_only_stdlib():
     tree = ast.parse(open(ins.__file__, encoding="utf-8").read())
     top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
     top |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
-    assert top <= {"__future__", "base64", "fnmatch", "functools", "itertools", "json", "keyword",
+    assert top <= {"__future__", "base64", "contextlib", "gc", "fnmatch", "functools", "itertools", "json", "keyword",
                    "math", "sys", "threading", "time", "types", "weakref", "typing"}
 
 
@@ -642,3 +642,25 @@ def test_a_metaclass_hash_trap_never_runs_outside_the_watchdog():
     assert got["a"]["preview"] == "1" and got["z"]["preview"] == "'ok'"
     assert got["trap"]["type"].endswith("Trap") and "Trap object" in got["trap"]["preview"]
     assert "items" in got and "cls" in got
+
+
+def test_gc_paused_restores_the_collector():
+    import gc
+
+    assert gc.isenabled()
+    with ins.gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError), ins.gc_paused():
+        raise ValueError
+    assert gc.isenabled()
+    gc.disable()  # someone else's choice is left as it was
+    try:
+        with ins.gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    # a listing leaves the collector on
+    ins.listing_result({"a": [1], "b": {"c": 2}})
+    assert gc.isenabled()
