@@ -35,7 +35,7 @@ from .errors import (
     SessionBusy,
 )
 from .kernel.snapshot import RESULT_SUFFIX
-from .kernelcode import ns_call_code
+from .kernelcode import install_expr, ns_call_code
 from .models import SessionModel, validate_name
 from .pool import handed_out_warm
 
@@ -66,6 +66,11 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
     background_checkpoints = Bool(False, config=True, help="Take checkpoints in a fork of the "
                                   "kernel process (POSIX): the kernel pauses only for the fork "
                                   "and runs cells while the copy-on-write snapshot is written.")
+    track_writes = Bool(True, config=True, help="Ask the OS (Linux >= 6.7: userfaultfd "
+                        "asynchronous write-protect and PAGEMAP_SCAN) which large buffers were "
+                        "written since the last checkpoint, and hash only those. Elsewhere, "
+                        "everything is hashed. Turn off if devices write host memory behind the "
+                        "CPU (memory registered for DMA by a GPU or network driver).")
     checkpoint_timeout = Float(600.0, min=1.0, config=True,
                                help="Seconds the kernel may take to write or read a checkpoint.")
 
@@ -152,6 +157,8 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
             raise InvalidTransition(f"session {model.name!r} has no running kernel")
         kernel = km.get_kernel(model.kernel_id)
         code = ns_call_code("snapshot", func, *args, **kwargs)
+        if kwargs.get("track_writes"):  # dirty.py goes in first, where snapshot.py finds it
+            code = f"({install_expr('dirty')}, {code})[-1]"
         task = asyncio.ensure_future(watcher.evaluate(code, self.checkpoint_timeout))
         try:
             while not task.done():
@@ -239,7 +246,7 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
             self.log.info("session %s: %s; checkpointing in the kernel", model.name,
                           started.get("error"))
         return await self._call(model, "checkpoint_payload", self.store.blob_dir, names=names,
-                                what="checkpoint")
+                                track_writes=self.track_writes, what="checkpoint")
 
     async def _background_result(self, model: SessionModel, pid: int,
                                  path: str) -> dict[str, Any]:

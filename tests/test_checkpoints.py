@@ -160,6 +160,16 @@ async def test_unchanged_variables_cost_no_new_bytes(ks):
     assert second["new_bytes"] < 10_000
     assert [c["id"] for c in await ks.checkpoints("inc")] == [second["id"], first["id"]]
 
+    # a write in place (same array, same address) is seen, whether or not the OS tracks it
+    await execute(ks, "inc", "big[1_234_567] = 7.0")
+    third = await ks.checkpoint("inc")
+    assert third["variables"]["big"]["blob"] != second["variables"]["big"]["blob"]
+    assert 16_000_000 <= third["new_bytes"] < 16_100_000
+    await ks.restore("inc", second["id"])
+    assert await values(ks, "inc", ["float(big[1_234_567])", "float(big.sum())"]) == [1.0, 2e6]
+    await ks.restore("inc", third["id"])
+    assert await values(ks, "inc", ["float(big[1_234_567])", "float(big.sum())"]) == [7.0, 2e6 + 6]
+
 
 async def test_auto_checkpoint_after_activity(ks):
     ks.checkpointing.auto_checkpoint = True

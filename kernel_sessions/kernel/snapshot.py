@@ -94,6 +94,9 @@ _single_threaded = False  # set in a forked child: its parent's thread pools do 
 PARALLEL_MIN_BYTES = 32 << 20  # below this much data, blobs are handled one after another
 BUNDLE_ITEM_BYTES = 256 << 10  # variables pickled smaller than this share blobs...
 BUNDLE_BYTES = 8 << 20  # ...of about this size: 10k small variables are a few files, not 10k
+TRACKED_BUFFER_BYTES = 1 << 20  # buffers this large may skip hashing when not written since
+CACHED_INBAND_BYTES = 64 << 10  # ...if the pickle beside them (compared byte for byte) is small
+DIRTY_MODULE = "_kernel_sessions_dirty"  # where the host installs dirty.py in a kernel
 _O_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
 _system_roots: tuple[str, ...] | None = None
 
@@ -300,11 +303,33 @@ def _layout(version: int, start: int, lengths: list[int]) -> tuple[list[int], in
     return offsets, offset
 
 
-def _store(blob_dir: str, payload: _Payload, alg: str = HASH_SHA256) -> tuple[str, int, bool]:
+def _tracked_key(payload: _Payload, header: bytes, alg: str,
+                 tracker: Any) -> tuple[tuple | None, bool]:
+    """``(key, unchanged)``: the hash-cache key of a payload whose buffers are all large enough
+    to track (else None), and whether none of them was written since it was last asked.
+
+    Asking the tracker re-arms it, so this must run before the buffers are hashed: a write
+    made while (or after) they are hashed is then seen by the next checkpoint.
+    """
+    if (tracker is None or not payload.buffers or payload.inband.nbytes > CACHED_INBAND_BYTES
+            or any(b.nbytes < TRACKED_BUFFER_BYTES for b in payload.buffers)):
+        return None, False
+    addresses = [tracker.address(b) for b in payload.buffers]
+    if None in addresses:
+        return None, False
+    # every buffer is asked (no short cut): asking is what re-arms its tracking
+    unchanged = [tracker.unchanged(a, b.nbytes) for a, b in zip(addresses, payload.buffers)]
+    return (alg, header, bytes(payload.inband), tuple(addresses)), all(unchanged)
+
+
+def _store(blob_dir: str, payload: _Payload, alg: str = HASH_SHA256,
+           tracker: Any = None) -> tuple[str, int, bool]:
     """Write ``payload`` as a blob unless an identical one exists: (sha, size, written).
 
     Hashing comes first, so an unchanged variable costs no write; then temp file, fsync,
-    rename, fsync of the directory: a blob is never seen half-written.
+    rename, fsync of the directory: a blob is never seen half-written. With a ``tracker``
+    (``dirty.PageTracker``), a payload whose large buffers the OS says were not written since
+    the previous checkpoint reuses that checkpoint's hash: nothing is read.
     """
     lengths = [b.nbytes for b in payload.buffers]
     header = HEADER.pack(BLOB_MAGIC, BLOB_VERSION, SERIALIZER_CODES[payload.serializer],
@@ -318,11 +343,20 @@ def _store(blob_dir: str, payload: _Payload, alg: str = HASH_SHA256) -> tuple[st
             chunks.append(bytes(at - offset))
         chunks.append(buf)
         offset = at + buf.nbytes
+    key, unchanged = _tracked_key(payload, header, alg, tracker)
+    hit = _hashes.get(key) if unchanged else None
+    if hit is not None and hit[1] == size:
+        with contextlib.suppress(OSError):
+            if os.stat(blob_path(blob_dir, hit[0])).st_size == size:
+                _hashes_next[key] = hit
+                return hit[0], size, False
     digest = _hasher(alg)
     for chunk in chunks:
         digest.update(chunk)
     sha = digest.hexdigest()
     final = blob_path(blob_dir, sha)
+    if key is not None:
+        _hashes_next[key] = (sha, size)
     with contextlib.suppress(OSError):
         if os.stat(final).st_size == size:
             return sha, size, False
@@ -490,9 +524,28 @@ def _select(ns: dict, names: list[str] | None, exclude: Callable[[str, object], 
     return selected
 
 
+# hashes of tracked payloads: the last checkpoint's, and this one's (which replace them)
+_hashes: dict[tuple, tuple[str, int]] = {}
+_hashes_next: dict[tuple, tuple[str, int]] = {}
+
+
+def write_tracker() -> Any:
+    """This process's ``dirty.PageTracker`` if the host installed dirty.py (or it imports
+    beside this module), else None."""
+    mod = sys.modules.get(DIRTY_MODULE)
+    if mod is None and __package__:
+        with contextlib.suppress(ImportError):
+            mod = importlib.import_module(".dirty", __package__)
+    return mod.tracker() if mod is not None else None
+
+
 def dump_namespace(ns: dict, blob_dir: str, *, names: list[str] | None = None,
-                   exclude: Callable[[str, object], bool] | None = None) -> dict[str, Any]:
+                   exclude: Callable[[str, object], bool] | None = None,
+                   tracker: Any = None) -> dict[str, Any]:
     """Save the user variables of ``ns`` as blobs under ``blob_dir`` (see module docstring).
+
+    ``tracker``: a ``dirty.PageTracker``, so that large buffers not written since the last
+    checkpoint are not hashed again.
 
     Returns {"variables": {name: entry}, "skipped": [{"name", "type", "reason"}],
     "blobs_written": int, "bytes_written": int}.
@@ -558,9 +611,15 @@ def dump_namespace(ns: dict, blob_dir: str, *, names: list[str] | None = None,
         pending[:] = kept
 
     def commit() -> None:
+        global _hashes
         bundle()
         size = sum(p.inband.nbytes + sum(b.nbytes for b in p.buffers) for _, p in pending)
-        stored = _run_all([lambda p=p: _store(blob_dir, p, alg) for _, p in pending], size)
+        _hashes_next.clear()
+        stored = _run_all([lambda p=p: _store(blob_dir, p, alg, tracker) for _, p in pending],
+                          size)
+        if tracker is not None:
+            _hashes = dict(_hashes_next)
+        _hashes_next.clear()
         for (members, payload), outcome in zip(pending, stored):
             if isinstance(outcome, BaseException):
                 for m in members:
@@ -804,9 +863,15 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def checkpoint_payload(ns: dict, blob_dir: str, names: list[str] | None = None) -> str:
-    """``dump_namespace`` of the shell's namespace, plus what a manifest records beside it."""
-    result = dump_namespace(ns, blob_dir, names=names)
+def checkpoint_payload(ns: dict, blob_dir: str, names: list[str] | None = None,
+                       track_writes: bool = False) -> str:
+    """``dump_namespace`` of the shell's namespace, plus what a manifest records beside it.
+
+    ``track_writes``: skip hashing large buffers the OS says were not written since the
+    previous checkpoint (see dirty.py).
+    """
+    tracker = write_tracker() if track_writes and not _single_threaded else None
+    result = dump_namespace(ns, blob_dir, names=names, tracker=tracker)
     shell = _shell()
     result["execution_count"] = getattr(shell, "execution_count", None)
     result["versions"] = _versions()
