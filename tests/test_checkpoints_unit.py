@@ -189,6 +189,15 @@ def test_blob_tamper_reported(store, snap):
     out = snap.load_namespace({}, store.blob_dir, m["variables"])  # the kernel refuses too
     assert {f["name"] for f in out["failed"]} == {"a", "b"}
 
+    # a refused restore binds and imports nothing, not even the modules it saved by name
+    import sys
+    sys.modules.pop("colorsys", None)
+    entries = {**m["variables"], "cs": {"serializer": "module", "module": "colorsys",
+                                        "attr": None, "origin": None, "type": "module"}}
+    ns: dict = {}
+    out = snap.load_namespace(ns, store.blob_dir, entries)
+    assert out["refused"] and ns == {} and "colorsys" not in sys.modules
+
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
 def test_key_created_private_under_umask0(store, snap, umask0):
