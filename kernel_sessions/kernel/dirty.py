@@ -210,11 +210,6 @@ class PageTracker:
     def address(view: Any) -> int | None:
         return buffer_address(view)
 
-    def forget(self) -> None:
-        """Stop relying on what was tracked (ranges stay registered until unmapped)."""
-        with self._lock:
-            self._ranges.clear()
-
 
 _tracker: PageTracker | None = None
 _tracker_lock = threading.Lock()

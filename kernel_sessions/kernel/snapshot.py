@@ -781,14 +781,13 @@ def _import(modname: str, origin: str | None) -> types.ModuleType:
         return importlib.import_module(modname)
 
 
-def _prefetch(heads: list[dict[str, Any]]) -> threading.Thread | None:
+def _prefetch(heads: list[dict[str, Any]], size: int) -> threading.Thread | None:
     """Import the data libraries the blobs' types need (numpy: ~0.1 s in a fresh kernel) in a
     thread, while the blobs are read and verified; unpickling would import them anyway, after.
 
     Only ``PREFETCH_PACKAGES``, named by the types of an authenticated manifest, and only
-    when the blobs are large enough for the overlap to matter.
+    when the blobs (``size`` bytes) are large enough for the overlap to matter.
     """
-    size = sum(e.get("size") or 0 for e in heads if isinstance(e.get("size"), int))
     wanted = {str(e.get("module") or e.get("type") or "").partition(".")[0] for e in heads}
     missing = sorted(p for p in wanted & set(PREFETCH_PACKAGES) if p not in sys.modules)
     if not missing or size < PARALLEL_MIN_BYTES or _single_threaded:
@@ -831,7 +830,7 @@ def load_namespace(ns: dict, blob_dir: str, entries: dict[str, dict[str, Any]], 
     keys = list(units)
     heads = [entries[units[k][0]] for k in keys]
     size = sum(e.get("size") or 0 for e in heads if isinstance(e.get("size"), int))
-    importing = _prefetch(heads + [e for _, e in refs])
+    importing = _prefetch(heads + [e for _, e in refs], size)
     outcomes = _run_all([lambda e=e: _read_verified(blob_dir, e.get("blob"),
                                                     e.get("hash") or HASH_SHA256)
                          for e in heads], size)
