@@ -12,29 +12,36 @@ LABEXT_SOURCES := $(wildcard labextension/src/* labextension/style/*) labextensi
 UNLINK_LABEXT := [ ! -L $(LABEXT_LINK) ] || rm $(LABEXT_LINK)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench clean labextension chromium
+.PHONY: run test test-faults bench clean labextension chromium
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(PY)
+# The panel is built first, with npm's output in view; the editable install then finds the
+# build and skips its own (silent) npm step.
+$(VENV)/.installed: pyproject.toml | $(PY) $(LABEXT)/package.json
 	$(UNLINK_LABEXT)
-	$(PIP) install -q -e .
+	@echo "installing kernel-sessions (with the examples' numpy, pandas, jupyter-console) into $(VENV)"
+	$(PIP) install --progress-bar on -e '.[examples]'
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(PY)
+$(VENV)/.installed-test: pyproject.toml | $(PY) $(LABEXT)/package.json
 	$(UNLINK_LABEXT)
-	$(PIP) install -q -e '.[test]'
+	@echo "installing kernel-sessions and its test tools into $(VENV)"
+	$(PIP) install --progress-bar on -e '.[test,examples]'
 	touch $@ $(VENV)/.installed
 
-# the build (the editable install runs it too), then linked into the venv so that a rebuild
-# shows without reinstalling (as `jupyter labextension develop` does)
-labextension/node_modules/.package-lock.json: labextension/package.json
-	cd labextension && npm install --no-audit --no-fund
+# the build, then linked into the venv so that a rebuild shows without reinstalling (as
+# `jupyter labextension develop` does). `npm ci` installs the lock file as it is: a build
+# never rewrites a tracked file.
+labextension/node_modules/.package-lock.json: labextension/package.json labextension/package-lock.json
+	@echo "installing the panel's npm packages (a few minutes the first time)"
+	cd labextension && npm ci --no-audit --no-fund
 	touch $@
 
 $(LABEXT)/package.json: $(LABEXT_SOURCES) labextension/node_modules/.package-lock.json
+	@echo "building the JupyterLab panel"
 	cd labextension && npm run build
 	touch $@
 
@@ -54,6 +61,10 @@ run: $(VENV)/.installed labextension
 
 test: $(VENV)/.installed-test labextension chromium
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# every fault test, the long race storm included (marked slow, so left out of `make test`)
+test-faults: $(VENV)/.installed-test
+	$(PY) -m pytest -q -p no:cacheprovider -s -m '' tests/test_faults_*.py
 
 bench: $(VENV)/.installed-test
 	$(PY) bench/pool.py

@@ -16,11 +16,14 @@ from .errors import (
 if TYPE_CHECKING:
     from .manager import KernelSessionManager
     from .models import SessionModel
+    from .client import connect, connect_async
     from .pool import PooledMappingKernelManager, PooledMultiKernelManager, PoolMixin
 
 # Imported on first use: the manager pulls in jupyter_server, which takes seconds to import,
 # and the command line and the client need none of it.
 _LAZY = {
+    "connect": "client",  # kernel_sessions.connect("etl"), as scripts use it
+    "connect_async": "client",
     "KernelSessionManager": "manager",
     "SessionModel": "models",
     "PoolMixin": "pool",
@@ -53,6 +56,8 @@ __all__ = [
     "SessionExists",
     "SessionModel",
     "SessionNotFound",
+    "connect",
+    "connect_async",
 ]
 
 

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import models as M
+from .checkpoints import failed_names
 from .models import SessionModel
 
 if TYPE_CHECKING:
@@ -23,6 +24,38 @@ STOP_BUSY_WAIT = 2.0  # seconds a graceful stop waits for a busy session before 
 AUTO_RESTORE_WINDOW = 300.0  # seconds over which automatic restores of one session are counted
 AUTO_RESTORE_LIMIT = 3  # more restores than this in the window: the checkpoint kills the kernel
 GC_INTERVAL = 600.0  # seconds between collections of blobs no checkpoint uses
+
+
+SHOWN_IN_REASON = 5  # ids or names listed in a state reason before "and N more"
+
+
+def few(items: list[str]) -> str:
+    more = len(items) - SHOWN_IN_REASON
+    return ", ".join(items[:SHOWN_IN_REASON]) + (f" and {more} more" if more > 0 else "")
+
+
+def fallback_note(passed: list[dict[str, Any]], missing: list[str]) -> str:
+    """"; passed over <id> (<why>), ...; not restored: a, b" (empty when nothing to say)."""
+    parts = []
+    if passed:
+        parts.append("passed over " + few([f"{p['id']} ({p['reason']})" for p in passed]))
+    if missing:
+        parts.append("not restored: " + few(missing))
+    return "".join("; " + p for p in parts)
+
+
+def missing_names(manifest: dict[str, Any], result: dict[str, Any],
+                  passed: list[dict[str, Any]]) -> list[str]:
+    """Variables known to the checkpoint taken or to the newer ones passed over that are not
+    in the namespace after the restore."""
+    known = set(manifest.get("variables", {})) | set(failed_names(manifest))
+    for p in passed:
+        known.update(p.get("names") or ())
+    return sorted(known - set(result.get("restored", [])))
+
+
+def public_passed(passed: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [{"id": p["id"], "reason": p["reason"]} for p in passed]
 
 
 def taken_at(manifest: dict[str, Any]) -> str:
@@ -48,14 +81,14 @@ class PoliciesMixin:
 
     async def on_stop(self: CheckpointService, model: SessionModel) -> bool:
         """Graceful stop: hibernate ``model``; False if it stays running (busy, or failed)."""
-        async with self.sessions._lock(model):  # let an operation under way finish first
+        async with self.sessions.operation(model.name):  # let an operation under way finish
             pass
         if model.state in (M.HIBERNATED, M.DEAD, M.DELETED):
             return True
         try:
             await self._until_idle(model, STOP_BUSY_WAIT, "hibernation")
-            async with self.sessions._lock(model):
-                if model.state != M.IDLE:
+            async with self.sessions.operation(model.name):
+                if model.state != M.IDLE or not self.sessions.is_current(model):
                     return False
                 await self._hibernate(model, "server stopped", checkpoint=self.checkpoint_on_stop)
             return True
@@ -66,8 +99,8 @@ class PoliciesMixin:
 
     async def expire(self: CheckpointService, model: SessionModel) -> None:
         """An idle session past its TTL hibernates; if that fails it is tried again a TTL later."""
-        async with self.sessions._lock(model):
-            if model.state != M.IDLE:
+        async with self.sessions.operation(model.name):
+            if model.state != M.IDLE or not self.sessions.is_current(model):
                 return
             try:
                 await self._hibernate(model, f"expired: idle for more than {model.ttl:g} s")
@@ -95,7 +128,8 @@ class PoliciesMixin:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _forget(self: CheckpointService, kid: str) -> None:
+    def forget(self: CheckpointService, kid: str) -> None:
+        """The kernel ``kid`` stops: no automatic checkpoint of it is pending any more."""
         self._dirty.discard(kid)
         timer = self._timers.pop(kid, None)
         if timer is not None:
@@ -103,17 +137,17 @@ class PoliciesMixin:
 
     async def _auto_checkpoint(self: CheckpointService, kid: str) -> None:
         self._timers.pop(kid, None)
-        model = self.sessions._by_kernel(kid)
+        model = self.sessions.by_kernel(kid)
         if model is None or kid not in self._dirty:
             return
-        lock = self.sessions._lock(model)
-        if model.state != M.IDLE or lock.locked():  # busy again: its idle re-arms the timer
-            if model.state in (M.BUSY, M.CHECKPOINTING, M.RESTORING, M.STARTING):
-                self.note_activity(model)
+        if model.state != M.IDLE or self.sessions.operation_running(model.name):
+            if model.state in (M.BUSY, M.CHECKPOINTING, M.RESTORING, M.STARTING, M.IDLE):
+                self.note_activity(model)  # busy again (its idle re-arms the timer) or in use
             return
         try:
-            async with lock:
-                if model.state == M.IDLE and kid in self._dirty:
+            async with self.sessions.operation(model.name):
+                if (model.state == M.IDLE and kid in self._dirty
+                        and self.sessions.is_current(model)):
                     await self._checkpoint(model, why="automatic checkpoint")
         except Exception as exc:
             self.log.warning("automatic checkpoint of session %s failed: %s", model.name, exc)
@@ -133,23 +167,31 @@ class PoliciesMixin:
         return True
 
     async def after_restart(self: CheckpointService, model: SessionModel) -> None:
-        """jupyter_client restarted a dead session kernel (same id): put its namespace back."""
-        manifest = None
+        """jupyter_client restarted a dead session kernel (same id): put its namespace back,
+        from the newest checkpoint that verifies and is complete (see ``store.choose``)."""
+        manifest, passed = None, []
         if self._may_auto_restore(model):
-            manifest = await asyncio.to_thread(self.store.latest, model.name)
-        if manifest is None:
-            self.sessions._transition(model, M.IDLE, "restarted: namespace lost")
+            manifest, passed = await asyncio.to_thread(self.store.choose, model.name)
+        if manifest is None and not passed:
+            self.sessions.transition(model, M.IDLE, "restarted: namespace lost")
             return
-        self.sessions._transition(
-            model, M.RESTORING, f"kernel restarted: restoring checkpoint {manifest['id']} "
-            f"taken {taken_at(manifest)}")
+        if manifest is not None:
+            self.sessions.transition(
+                model, M.RESTORING, f"kernel restarted: restoring checkpoint {manifest['id']} "
+                f"taken {taken_at(manifest)}")
+        else:
+            self.sessions.transition(model, M.RESTORING, "kernel restarted")
         try:
-            await self._load(model, manifest, None, prune=False)
+            manifest, report, passed = await self._load_best(model, manifest, passed)
         except Exception as exc:
             if model.state == M.RESTORING:
-                self.sessions._transition(model, M.IDLE, f"restarted: restore failed: {exc}")
+                self.sessions.transition(model, M.IDLE, f"restarted: restore failed: {exc}")
             return
-        self._restored(model, manifest, "auto-restored")
+        if manifest is None:
+            self._unverifiable(model, "restarted", passed)
+            return
+        self._restored(model, manifest, "auto-restored", passed,
+                       missing_names(manifest, report, passed))
 
     def revive_later(self: CheckpointService, model: SessionModel) -> None:
         """A dead session whose kernel is gone: restore its latest checkpoint in the background."""
@@ -158,14 +200,13 @@ class PoliciesMixin:
 
     async def _revive_gone(self: CheckpointService, model: SessionModel) -> None:
         try:
-            async with self.sessions._lock(model):
-                if model.state != M.DEAD:
+            async with self.sessions.operation(model.name):
+                if model.state != M.DEAD or not self.sessions.is_current(model):
                     return
-                manifest = await asyncio.to_thread(self.store.latest, model.name)
-                if manifest is None:
+                manifest, passed = await asyncio.to_thread(self.store.choose, model.name)
+                if manifest is None and not passed:
                     return
-                await self._revive(model, manifest, f"kernel gone: restoring checkpoint "
-                                   f"{manifest['id']} taken {taken_at(manifest)}",
-                                   verb="auto-restored")
+                await self._revive_best(model, "kernel gone", "auto-restored",
+                                        empty="auto-restore")
         except Exception as exc:
             self.log.warning("automatic restore of session %s failed: %s", model.name, exc)

@@ -5,214 +5,84 @@ Layout under ``root``::
     key                              HMAC-SHA256 key (0600, created on first use)
     blobs/<sha[:2]>/<sha>            written by the kernel (kernel/snapshot.py), shared by sessions
     manifests/<session>/<id>.json    {"manifest": {...}, "hmac": hex}, written here, last
+    ledger/<session>.json            {"ledger": {"session", "live": [ids]}, "hmac": hex}: the
+                                     checkpoints of the session that exist (see below)
 
 This process never unpickles: it signs what a dump produced and, before a restore, checks the
 signature, the owner session and every blob's sha256; the kernel checks the hashes again before
 unpickling. All writes are temp file + fsync + rename + fsync of the directory, so a crash
 leaves the previous checkpoints intact and never a half checkpoint visible. Methods block on
 file I/O: call them from a worker thread in async code.
+
+Robustness rules:
+
+- *Partial checkpoints.* A manifest records ``partial: true`` when a variable could not be
+  saved because something failed (a write error such as ENOSPC, an object that breaks
+  pickling), as opposed to variables that are never saved by nature (locks, open files,
+  generators). ``choose`` (automatic restore, wake) takes the newest checkpoint that fully
+  verifies *and* is complete, falling back to the newest verifying partial one only when no
+  complete one verifies; pruning always keeps the newest complete checkpoint.
+- *Verification* covers the blobs, not only the signature: ``list`` shows ``valid: false`` for
+  a checkpoint whose blobs are missing or altered; verdicts are cached (checkpoint_blobs.py).
+- *The key* is checked before every use and rewritten from memory if the file is deleted,
+  replaced or loosened while a server runs (checkpoint_signing.py).
+- *Deletions are final*: a signed ledger of live ids per session refuses a manifest copied
+  back after its deletion (checkpoint_ledger.py).
+- *Only regular files are read*, opened so that a FIFO or device planted in the store never
+  blocks (checkpoint_files.py).
+- Errors carry no absolute paths (only names inside the store).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import json
 import os
-import re
-import secrets
-import stat
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, BinaryIO, Iterator
+from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from traitlets import Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from .errors import (
-    CheckpointError,
-    CheckpointInvalid,
-    CheckpointKeyError,
-    CheckpointNotFound,
-)
-from .kernel.snapshot import (  # GC must know the kernel's temps; hashes name the blobs
-    DIR_MODE,
-    FILE_MODE,
-    HASH_SHA256,
-    TMP_SUFFIX,
-    _hasher,
-)
+from .checkpoint_blobs import SHA_RE, BlobVerdicts, blob_algs, blob_error
+from .checkpoint_files import STORAGE_FULL_ERRNOS, LocalFS, os_problem, storage_error
+from .checkpoint_gc import GC_GRACE_SECONDS, GarbageMixin
+from .checkpoint_ids import ID_RE, id_micros, new_checkpoint_id, validate_checkpoint_id
+from .checkpoint_ledger import LedgerMixin
+from .checkpoint_signing import MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, SigningKeyMixin, canonical
+from .errors import CheckpointError, CheckpointInvalid, CheckpointNotFound
+from .kernel.snapshot import _hasher
 from .models import validate_name
 
+__all__ = [  # the names other modules import from here (some are defined beside this module)
+    "GC_GRACE_SECONDS", "MAX_LABEL_CHARS", "STORAGE_FULL_ERRNOS", "CheckpointStore", "canonical",
+    "failed_names", "is_partial", "validate_checkpoint_id",
+]
+
 MANIFEST_FORMAT = 1
-KEY_BYTES = 32
-LOOSE_MODE_BITS = 0o077  # any group/other bit on the key file makes it unusable
-MANIFEST_SUFFIX = ".json"
 LOCK_NAME = ".lock"
-GC_GRACE_SECONDS = 600  # an unreferenced blob younger than this may belong to a running dump
-STALE_TEMP_SECONDS = GC_GRACE_SECONDS  # a temp file untouched this long is a crash leftover
-MAX_MANIFEST_BYTES = 64 << 20  # refuse to read (and sign) anything bigger
 MAX_LABEL_CHARS = 200
-IO_CHUNK = 16 << 20
-HMAC_CONTEXT = b"kernel-sessions checkpoint manifest v1\n"  # domain separation for the key
-ID_TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
-CHECKPOINT_ID_RULE = r"^[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-f]{8}$"
-_ID_RE = re.compile(CHECKPOINT_ID_RULE)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-_O_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
-def validate_checkpoint_id(checkpoint_id: object) -> str:
-    """Return ``checkpoint_id`` if it is one we could have generated; it becomes a file name."""
-    if not isinstance(checkpoint_id, str) or not _ID_RE.fullmatch(checkpoint_id):
-        raise CheckpointError(f"invalid checkpoint id {str(checkpoint_id)[:80]!r}: ids match "
-                              f"{CHECKPOINT_ID_RULE}", reason="invalid_checkpoint_id")
-    return checkpoint_id
+def is_partial(manifest: dict[str, Any]) -> bool:
+    """Did a variable fail to save (not skipped by nature)? Manifests from before the flag
+    count as partial when a blob write failed."""
+    if "partial" in manifest:
+        return bool(manifest["partial"])
+    return any(isinstance(s, dict) and str(s.get("reason", "")).startswith("write failed")
+               for s in manifest.get("skipped", []))
 
 
-def new_checkpoint_id(micros: int) -> str:
-    """``<UTC time to the microsecond>-<8 hex>``: string order is time order."""
-    stamp = (_EPOCH + timedelta(microseconds=micros)).strftime(ID_TIME_FORMAT)
-    return f"{stamp}-{secrets.token_hex(4)}"
+def failed_names(manifest: dict[str, Any]) -> list[str]:
+    """Names of the variables a partial checkpoint failed to save."""
+    return [str(s.get("name")) for s in manifest.get("skipped", []) if isinstance(s, dict)
+            and (s.get("failed") or str(s.get("reason", "")).startswith("write failed"))]
 
 
-def _id_micros(checkpoint_id: str) -> int:
-    stamp = datetime.strptime(checkpoint_id.split("-")[0], ID_TIME_FORMAT)
-    return (stamp.replace(tzinfo=timezone.utc) - _EPOCH) // timedelta(microseconds=1)
-
-
-def canonical(obj: Any) -> bytes:
-    """The one byte form that is signed (ASCII, sorted keys, no NaN: stable across Pythons)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
-
-
-class _LocalFS:
-    """Every file operation of the store, on a local directory tree.
-
-    Kept in one small class so that an fsspec-backed twin (same methods) can serve ``s3://``
-    roots later; nothing else in this module touches ``os`` for files.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._held = False
-
-    join = staticmethod(os.path.join)
-
-    def ensure_dir(self, path: str) -> None:
-        """mkdir -p with 0700 on every directory created (chmod: no umask can widen it)."""
-        if not os.path.isdir(path):
-            parent = os.path.dirname(os.path.abspath(path))
-            self.ensure_dir(parent)
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(path, DIR_MODE)
-                os.chmod(path, DIR_MODE)
-                self._fsync_dir(parent)
-
-    @staticmethod
-    def _fsync_dir(path: str) -> None:
-        with contextlib.suppress(OSError):  # Windows and some filesystems refuse it
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    def _write_temp(self, path: str, data: bytes) -> str:
-        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}."
-                           f"{secrets.token_hex(6)}{TMP_SUFFIX}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_FLAGS, FILE_MODE)
-        try:
-            os.chmod(tmp, FILE_MODE)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            self.remove(tmp)
-            raise
-        os.close(fd)
-        return tmp
-
-    def write_atomic(self, path: str, data: bytes, *, exclusive: bool = False) -> bool:
-        """Replace ``path`` by ``data`` (readers see the old file or the new one, never a mix).
-
-        ``exclusive``: only if ``path`` does not exist yet (link() is atomic); False if it did.
-        """
-        tmp = self._write_temp(path, data)
-        try:
-            if exclusive:
-                os.link(tmp, path)
-            else:
-                os.replace(tmp, path)
-        except FileExistsError:
-            return False
-        finally:
-            self.remove(tmp)
-        self._fsync_dir(os.path.dirname(path))
-        return True
-
-    def read(self, path: str, limit: int) -> tuple[bytes, os.stat_result]:
-        """Content and fstat of the same open file (no symlink followed, no race on the stat)."""
-        with os.fdopen(os.open(path, os.O_RDONLY | _O_FLAGS), "rb") as f:
-            st = os.fstat(f.fileno())
-            if st.st_size > limit:
-                raise ValueError(f"{path} is larger than {limit} bytes")
-            return f.read(limit + 1), st
-
-    def open_read(self, path: str) -> BinaryIO:
-        return open(path, "rb", buffering=0)
-
-    def stat(self, path: str) -> os.stat_result | None:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            return os.stat(path, follow_symlinks=False)
-        return None
-
-    def listdir(self, path: str) -> list[str]:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            return sorted(os.listdir(path))
-        return []
-
-    def remove(self, path: str) -> bool:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-            return True
-        return False
-
-    def remove_dir(self, path: str) -> None:
-        with contextlib.suppress(OSError):
-            os.rmdir(path)  # only if empty
-
-    def replace(self, src: str, dst: str) -> None:
-        os.replace(src, dst)
-        self._fsync_dir(os.path.dirname(dst))
-
-    @contextlib.contextmanager
-    def lock(self, path: str) -> Iterator[None]:
-        """Exclusive between threads (re-entrant) and, where flock exists, between processes."""
-        with self._lock:
-            fd = None
-            if not self._held:  # flock on a second fd would deadlock a re-entrant call
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_FLAGS, FILE_MODE)
-                with contextlib.suppress(ImportError):
-                    import fcntl
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                self._held = True
-            try:
-                yield
-            finally:
-                if fd is not None:
-                    self._held = False
-                    os.close(fd)  # releases the flock
-
-
-class CheckpointStore(LoggingConfigurable):
+class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigurable):
     """Signed checkpoint manifests per session, over a blob directory the kernel writes into."""
 
     root = Unicode(config=True, help="Checkpoint directory (default: "
@@ -226,11 +96,15 @@ class CheckpointStore(LoggingConfigurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._fs = _LocalFS()
+        self._fs = LocalFS()
         self._key: bytes | None = None
+        self._key_stat: tuple[int, ...] | None = None
+        self._key_lock = threading.RLock()  # the key's state: see checkpoint_signing.py
         self._ready = False
+        self._ledgers: dict[str, tuple[tuple[int, ...], frozenset[str]]] = {}  # checkpoint_ledger
+        self._blob_verdicts = BlobVerdicts(self._fs)
 
-    # -- layout and key ------------------------------------------------------------------------
+    # -- layout --------------------------------------------------------------------------------
 
     def _path(self, *parts: str) -> str:
         if not self._ready:  # made here, 0700, so the kernel's makedirs never creates them
@@ -252,44 +126,13 @@ class CheckpointStore(LoggingConfigurable):
                              validate_checkpoint_id(checkpoint_id) + MANIFEST_SUFFIX)
 
     def _blob_path(self, sha: object) -> str:
-        if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
+        if not isinstance(sha, str) or not SHA_RE.fullmatch(sha):
             raise CheckpointInvalid(f"invalid blob id {str(sha)[:80]!r}", reason="corrupt")
         return self._fs.join(self.blob_dir, sha[:2], sha)
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
         """Held to commit or delete anything: writes, pruning and GC exclude each other."""
         return self._fs.lock(self._path(LOCK_NAME))
-
-    def _load_key(self) -> bytes:
-        """The HMAC key, created on first use; a key others could read or replace is refused."""
-        if self._key is None:
-            path = self._path("key")
-            if self._fs.stat(path) is None:
-                self._fs.write_atomic(path, secrets.token_bytes(KEY_BYTES), exclusive=True)
-            try:
-                data, st = self._fs.read(path, KEY_BYTES)
-            except (OSError, ValueError) as exc:
-                raise CheckpointKeyError(f"cannot read checkpoint key {path}: {exc}") from None
-            problem = None
-            if os.name != "nt" and st.st_mode & LOOSE_MODE_BITS:
-                problem = f"has mode {st.st_mode & 0o777:o}; it must be private (chmod 600)"
-            elif os.name != "nt" and st.st_uid != os.getuid():
-                problem = f"is owned by uid {st.st_uid}, not by this user ({os.getuid()})"
-            elif len(data) != KEY_BYTES:
-                problem = f"is not {KEY_BYTES} bytes long"
-            if problem:
-                raise CheckpointKeyError(f"checkpoint key {path} {problem}; fix it, or delete it "
-                                         "to make a new one (which invalidates old checkpoints)")
-            self._key = data
-        return self._key
-
-    def _mac(self, manifest: Any) -> str:
-        return hmac.new(self._load_key(), HMAC_CONTEXT + canonical(manifest),
-                        hashlib.sha256).hexdigest()
-
-    def _sign(self, manifest: dict[str, Any]) -> bytes:
-        return canonical({"manifest": manifest, "hmac": self._mac(manifest)})
-
     # -- write and read ------------------------------------------------------------------------
 
     def write_manifest(self, session: str, dump_result: dict[str, Any], *,
@@ -325,7 +168,7 @@ class CheckpointStore(LoggingConfigurable):
             # ids strictly increase per session, even if the clock steps back: "latest" is the
             # last one written, and pruning right after this write can never remove it
             previous = self.latest(session)  # valid ones only: a planted file cannot skew it
-            micros = max(time.time_ns() // 1000, _id_micros(previous["id"]) + 1 if previous else 0)
+            micros = max(time.time_ns() // 1000, id_micros(previous["id"]) + 1 if previous else 0)
             manifest = {
                 "format": MANIFEST_FORMAT, "id": new_checkpoint_id(micros), "session": session,
                 "label": label, "created": micros / 1e6, "kernelspec": kernelspec,
@@ -333,26 +176,38 @@ class CheckpointStore(LoggingConfigurable):
                 "bytes": sum(sizes.values()), "new_bytes": int(dump_result.get("bytes_written", 0)),
                 "execution_count": dump_result.get("execution_count"),
             }
+            failed = [s for s in skipped if isinstance(s, dict) and s.get("failed")]
+            manifest["partial"] = bool(failed)
             try:
                 data = self._sign(manifest)
             except (TypeError, ValueError) as exc:
                 raise CheckpointInvalid(f"manifest is not JSON: {exc}", reason="corrupt") from None
             if len(data) > MAX_MANIFEST_BYTES:
                 raise CheckpointInvalid(f"manifest over {MAX_MANIFEST_BYTES} bytes", reason="corrupt")
-            self._fs.ensure_dir(self._session_dir(session))
-            self._fs.write_atomic(self._manifest_path(session, manifest["id"]), data)
-            self.prune(session)
+            try:
+                self._fs.ensure_dir(self._session_dir(session))
+                self._ledger_change(session, add={manifest["id"]})  # before the file: see _live
+                self._fs.write_atomic(self._manifest_path(session, manifest["id"]), data)
+            except OSError as exc:
+                raise storage_error(exc, "checkpoint not written") from None
+            try:
+                self.prune(session)
+            except (OSError, CheckpointError) as exc:
+                self.log.warning("pruning the checkpoints of session %s failed: %s", session,
+                                 os_problem(exc) if isinstance(exc, OSError) else exc)
         return manifest
 
-    def _load(self, owner: str, checkpoint_id: str) -> dict[str, Any]:
-        """Read one manifest file of ``owner``'s directory; its signature, owner and id must hold."""
+    def _load(self, owner: str, checkpoint_id: str, *, ledger: bool = True) -> dict[str, Any]:
+        """Read one manifest file of ``owner``'s directory; its signature, owner and id must
+        hold, and (``ledger``) it must not have been deleted."""
         path = self._manifest_path(owner, checkpoint_id)
         try:
             data = self._fs.read(path, MAX_MANIFEST_BYTES)[0]
         except FileNotFoundError:
             raise CheckpointNotFound(f"no checkpoint {checkpoint_id} in session {owner}") from None
         except (OSError, ValueError) as exc:
-            raise CheckpointInvalid(f"cannot read checkpoint {checkpoint_id}: {exc}",
+            problem = os_problem(exc) if isinstance(exc, OSError) else str(exc)
+            raise CheckpointInvalid(f"cannot read checkpoint {checkpoint_id}: {problem}",
                                     reason="corrupt") from None
         try:
             doc = json.loads(data)
@@ -371,6 +226,10 @@ class CheckpointStore(LoggingConfigurable):
         if manifest.get("id") != checkpoint_id:
             raise CheckpointInvalid(f"file {checkpoint_id} holds checkpoint "
                                     f"{manifest.get('id')!r}", reason="wrong_id")
+        if ledger and checkpoint_id not in self._live(owner):
+            raise CheckpointInvalid(f"checkpoint {checkpoint_id} of session {owner} was deleted; "
+                                    "this manifest is a copy put back and is refused",
+                                    reason="deleted")
         return manifest
 
     def read_manifest(self, session: str, checkpoint_id: str, *,
@@ -383,24 +242,72 @@ class CheckpointStore(LoggingConfigurable):
         validate_name(session)
         return self._load(session if source_session is None else source_session, checkpoint_id)
 
+    def _blob_problem(self, sha: object, alg: object) -> str | None:
+        """Why blob ``sha`` does not verify, or None (see BlobVerdicts.problem). The hash
+        function is looked up here on each call: this module's ``_hasher``."""
+        try:
+            path = self._blob_path(sha)
+        except CheckpointInvalid:
+            return "invalid blob id"
+        return self._blob_verdicts.problem(path, sha, alg, _hasher)
+
+    def blob_problems(self, manifest: dict[str, Any]) -> dict[str, str]:
+        """{blob id: problem} for the blobs of ``manifest`` that do not verify."""
+        algs = blob_algs(manifest)
+        out = {}
+        for sha in sorted(algs, key=str):
+            problem = self._blob_problem(sha, algs[sha])
+            if problem is not None:
+                out[str(sha)] = problem
+        return out
+
     def verify_blobs(self, manifest: dict[str, Any]) -> list[str]:
         """Blob ids of ``manifest`` that are missing or no longer hash to their name."""
-        algs = {e.get("blob"): e.get("hash") or HASH_SHA256
-                for e in manifest.get("variables", {}).values()
-                if isinstance(e, dict) and e.get("blob") is not None}
-        bad = []
-        for sha in sorted(algs, key=str):
-            digest = None
+        return sorted(self.blob_problems(manifest))
+
+    def verify(self, session: str, checkpoint_id: str) -> dict[str, Any]:
+        """The manifest if everything verifies: signature, owner, ledger and every blob."""
+        manifest = self.read_manifest(session, checkpoint_id)
+        problems = self.blob_problems(manifest)
+        if problems:
+            raise blob_error(manifest, problems)
+        return manifest
+
+    def choose(self, session: str, exclude: set[str] | frozenset[str] = frozenset()
+               ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """What an automatic restore or a wake takes: the newest checkpoint that verifies fully
+        and is complete; only if none is, the newest one that verifies (partial).
+
+        Returns ``(manifest or None, passed_over)``, passed_over being the newer checkpoints
+        not taken, newest first, as ``{"id", "reason", "names"}``: names are the variables the
+        passed-over checkpoint knew (None when its manifest cannot be trusted).
+        """
+        passed: list[dict[str, Any]] = []
+        fallback: tuple[dict[str, Any], int] | None = None
+        for cid in self._ids(session):
+            if cid in exclude:
+                continue
             try:
-                digest = _hasher(algs[sha])
-                with self._fs.open_read(self._blob_path(sha)) as f:
-                    while chunk := f.read(IO_CHUNK):
-                        digest.update(chunk)
-            except (OSError, ValueError, ImportError, CheckpointInvalid):
-                digest = None
-            if digest is None or digest.hexdigest() != sha:
-                bad.append(str(sha))
-        return bad
+                manifest = self._load(session, cid)
+            except CheckpointNotFound:
+                continue
+            except CheckpointInvalid as exc:
+                passed.append({"id": cid, "reason": exc.reason, "names": None})
+                continue
+            names = sorted(set(manifest.get("variables", {})) | set(failed_names(manifest)))
+            problems = self.blob_problems(manifest)
+            if problems:
+                passed.append({"id": cid, "reason": blob_error(manifest, problems).reason,
+                               "names": names})
+            elif is_partial(manifest):
+                if fallback is None:
+                    fallback = (manifest, len(passed))
+                passed.append({"id": cid, "reason": "partial", "names": names})
+            else:
+                return manifest, passed
+        if fallback is not None:
+            return fallback[0], passed[: fallback[1]]
+        return None, passed
 
     # -- listing, deletion, retention ----------------------------------------------------------
 
@@ -408,16 +315,17 @@ class CheckpointStore(LoggingConfigurable):
         """Checkpoint ids of ``session``, newest first (ids sort by time; temp files excluded)."""
         names = self._fs.listdir(self._session_dir(session))
         ids = [n[: -len(MANIFEST_SUFFIX)] for n in names if n.endswith(MANIFEST_SUFFIX)]
-        return sorted((i for i in ids if _ID_RE.fullmatch(i)), reverse=True)
+        return sorted((i for i in ids if ID_RE.fullmatch(i)), reverse=True)
 
-    def list(self, session: str) -> list[dict[str, Any]]:
-        """Summaries, newest first; one that fails verification is listed with ``valid: False``
-        and its reason, not hidden, so the user sees it."""
+    def list(self, session: str, *, blobs: bool = True) -> list[dict[str, Any]]:
+        """Summaries, newest first; one that fails verification (signature, ledger, or with
+        ``blobs`` its blobs' hashes, cached) is listed with ``valid: False`` and its reason, not
+        hidden, so the user sees it."""
         out = []
         for cid in self._ids(session):
             summary: dict[str, Any] = {"id": cid, "valid": True, "label": None, "created": None,
                                        "bytes": None, "new_bytes": None, "variables": None,
-                                       "skipped": None}
+                                       "skipped": None, "partial": None}
             try:
                 m = self._load(session, cid)
             except CheckpointNotFound:  # deleted meanwhile
@@ -426,7 +334,14 @@ class CheckpointStore(LoggingConfigurable):
                 summary.update(valid=False, reason=exc.reason, message=str(exc))
             else:
                 summary.update({k: m.get(k) for k in ("label", "created", "bytes", "new_bytes")},
-                               variables=len(m["variables"]), skipped=len(m["skipped"]))
+                               variables=len(m["variables"]), skipped=len(m["skipped"]),
+                               partial=is_partial(m))
+                problems = self.blob_problems(m) if blobs else {}
+                if problems:
+                    exc = blob_error(m, problems)
+                    summary.update(valid=False, reason=exc.reason, message=str(exc))
+                if not blobs:
+                    summary["manifest"] = m
             out.append(summary)
         return out
 
@@ -438,8 +353,15 @@ class CheckpointStore(LoggingConfigurable):
         return None
 
     def delete(self, session: str, checkpoint_id: str) -> None:
+        """Delete a checkpoint: recorded in the ledger first, so a copy put back is refused."""
         path = self._manifest_path(session, checkpoint_id)
         with self._locked():
+            if self._fs.stat(path) is None:
+                raise CheckpointNotFound(f"no checkpoint {checkpoint_id} in session {session}")
+            try:
+                self._ledger_change(session, remove={checkpoint_id})
+            except OSError as exc:
+                raise storage_error(exc, "checkpoint not deleted") from None
             if not self._fs.remove(path):
                 raise CheckpointNotFound(f"no checkpoint {checkpoint_id} in session {session}")
 
@@ -448,6 +370,8 @@ class CheckpointStore(LoggingConfigurable):
         folder = self._session_dir(session)
         with self._locked():
             count = len(self._ids(session))
+            if count or self._fs.stat(self._ledger_path(session)) is not None:
+                self._ledger_change(session, clear=True)  # kept (empty): copies are refused
             for name in self._fs.listdir(folder):
                 self._fs.remove(self._fs.join(folder, name))
             self._fs.remove_dir(folder)
@@ -465,6 +389,7 @@ class CheckpointStore(LoggingConfigurable):
         count = 0
         with self._locked():
             self._fs.ensure_dir(self._session_dir(new))
+            moves = []
             for cid in self._ids(old):
                 src, dst = self._manifest_path(old, cid), self._manifest_path(new, cid)
                 try:
@@ -472,69 +397,35 @@ class CheckpointStore(LoggingConfigurable):
                 except CheckpointNotFound:
                     continue
                 except CheckpointInvalid:
-                    self._fs.replace(src, dst)
+                    if self._fs.stat(dst) is None:
+                        self._fs.replace(src, dst)
+                    else:  # a rename interrupted after re-signing: the new copy stays
+                        self._fs.remove(src)
                     continue
-                self._fs.write_atomic(dst, self._sign({**manifest, "session": new}))
-                self._fs.remove(src)
+                moves.append((cid, manifest))
+            if moves:  # ledgers first (new, then old), files after: see _live
+                self._ledger_change(new, add={cid for cid, _ in moves})
+            for cid, manifest in moves:
+                self._fs.write_atomic(self._manifest_path(new, cid),
+                                      self._sign({**manifest, "session": new}))
                 count += 1
-            self.delete_session(old)  # only temp leftovers remain
+            self.delete_session(old)  # ledger emptied, then the originals and temp leftovers
         return count
 
     def prune(self, session: str) -> list[str]:
-        """Keep labelled checkpoints and the newest ``keep_checkpoints`` unlabelled ones; invalid
-        ones stay for the user to see. Returns the deleted ids."""
+        """Keep labelled checkpoints, the newest ``keep_checkpoints`` unlabelled ones and, in
+        any case, the newest complete one whose blobs are all there (partial checkpoints never
+        push it out); invalid ones stay for the user to see. Returns the deleted ids."""
         if not self.keep_checkpoints:
             return []
         with self._locked():
-            unlabelled = [s["id"] for s in self.list(session) if s["valid"] and not s["label"]]
-            doomed = unlabelled[self.keep_checkpoints:]
+            valid = [s for s in self.list(session, blobs=False) if s["valid"]]
+            keeper = next((s["id"] for s in valid if not s["partial"]
+                           and self._blob_verdicts.present(s["manifest"], self._blob_path)), None)
+            unlabelled = [s["id"] for s in valid if not s["label"]]
+            doomed = [cid for cid in unlabelled[self.keep_checkpoints:] if cid != keeper]
+            if doomed:
+                self._ledger_change(session, remove=set(doomed))
             for cid in doomed:
                 self._fs.remove(self._manifest_path(session, cid))
         return doomed
-
-    def _referenced(self) -> set[object]:
-        """Blob ids named by any readable manifest, valid or not (see collect_garbage)."""
-        refs: set[object] = set()
-        manifests = self._path("manifests")
-        for session in self._fs.listdir(manifests):
-            folder = self._fs.join(manifests, session)
-            for name in self._fs.listdir(folder):
-                if name.endswith(MANIFEST_SUFFIX):
-                    with contextlib.suppress(OSError, ValueError, TypeError, KeyError,
-                                             AttributeError, RecursionError):
-                        doc = json.loads(self._fs.read(self._fs.join(folder, name),
-                                                       MAX_MANIFEST_BYTES)[0])
-                        refs.update(e.get("blob") for e in doc["manifest"]["variables"].values())
-        return refs
-
-    def collect_garbage(self, now: float | None = None) -> int:
-        """Remove unreferenced blobs and crash-leftover temp files; returns bytes freed.
-
-        Blobs younger than GC_GRACE_SECONDS stay: a running dump writes them before its
-        manifest exists (a dump that *reuses* an old blob is covered by write_manifest checking
-        blobs under the same lock). Blobs of invalid manifests stay too: if the key was lost,
-        deleting their data would make that loss irreversible; deleting the manifest frees them.
-        """
-        now = time.time() if now is None else now
-        freed = 0
-        with self._locked():
-            referenced = self._referenced()
-            manifests, blobs = self._path("manifests"), self.blob_dir
-            folders = [(self.root, False)]
-            folders += [(self._fs.join(manifests, n), False) for n in self._fs.listdir(manifests)]
-            folders += [(self._fs.join(blobs, n), True) for n in self._fs.listdir(blobs)]
-            for folder, holds_blobs in folders:
-                for name in self._fs.listdir(folder):
-                    is_temp = name.endswith(TMP_SUFFIX)
-                    if not is_temp and not (holds_blobs and _SHA_RE.fullmatch(name)
-                                            and name not in referenced):
-                        continue
-                    path = self._fs.join(folder, name)
-                    st = self._fs.stat(path)
-                    grace = STALE_TEMP_SECONDS if is_temp else GC_GRACE_SECONDS
-                    if (st and stat.S_ISREG(st.st_mode) and now - st.st_mtime > grace
-                            and self._fs.remove(path)):
-                        freed += st.st_size
-        if freed:
-            self.log.info("checkpoint garbage collection freed %d bytes", freed)
-        return freed

@@ -179,14 +179,14 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
-    items = _api(args).checkpoints(_name(args.name))
+    items = _api(args).checkpoints(_name(args.name), deleted=args.deleted)
     return _ok(args, items, lambda: R.checkpoints_table(items))
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     name, api = _name(args.name), _api(args)
     into = _name(args.into) if args.into else None
-    cid = args.id or api.latest_checkpoint(name)
+    cid = args.id or api.latest_checkpoint(name, deleted=into is not None)  # a fork: any name
     r = R.with_progress(f"restoring {name} from {cid}", lambda: api.restore(
         name, cid, into=into, variables=args.var or None), show=not args.json)
     _ok(args, r, lambda: R.restore_done(r, cid))
@@ -208,7 +208,9 @@ def cmd_console(args: argparse.Namespace) -> int:
 
     name, api = _name(args.name), _api(args)
     api.get_session(name)  # fail early and clearly on an unknown session
-    exe = shutil.which("jupyter-console")
+    # beside this Python first: `.venv/bin/jupyter kernel-sessions console` without an active venv
+    exe = shutil.which("jupyter-console", path=os.pathsep.join(
+        [os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
     if exe is None:
         raise CliError("jupyter console is not installed (pip install jupyter-console); "
                        f"or use `jupyter kernel-sessions connection-file {name}` with any client")
@@ -220,7 +222,10 @@ def cmd_console(args: argparse.Namespace) -> int:
         env = {**os.environ, "JUPYTER_PATH": os.pathsep.join(
             [tmp, *filter(None, [os.environ.get("JUPYTER_PATH")])]),
             "JUPYTER_TOKEN": api.server.token}
-        return subprocess.call([exe, "--kernel", spec_name(name), *args.extra], env=env)
+        code = subprocess.call([exe, "--kernel", spec_name(name), *args.extra], env=env)
+    # jupyter console's own farewell says "Shutting down kernel": only the console ended
+    R.say(f"detached from session {name} (it keeps running)")
+    return code
 
 
 def cmd_connection_file(args: argparse.Namespace) -> int:
@@ -331,7 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("checkpoint", cmd_checkpoint, "checkpoint a session's namespace", NAME,
         (("--label",), {}),
         (("--var",), {"action": "append", "help": "only these variables (repeatable)"}))
-    add("checkpoints", cmd_checkpoints, "list a session's checkpoints", NAME)
+    add("checkpoints", cmd_checkpoints, "list a session's checkpoints", NAME,
+        (("--deleted",), {"action": "store_true",
+                          "help": "also when the session was deleted (its checkpoints stay until "
+                                  "purged; restore one with --into NEW)"}))
     add("restore", cmd_restore, "restore a checkpoint (default: the latest)", NAME,
         (("id",), {"nargs": "?", "help": "checkpoint id"}),
         (("--into",), {"metavar": "NEW", "help": "into a new session (a fork)"}),

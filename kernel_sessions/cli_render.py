@@ -25,7 +25,7 @@ PROGRESS_AFTER = 1.0  # seconds before a long call shows a progress line
 PIPE_WIDTH = 200  # columns for tables when stdout is not a terminal
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 STATE_STYLES = {"idle": "green", "busy": "yellow", "starting": "cyan", "checkpointing": "cyan",
-                "restoring": "cyan", "hibernated": "blue", "dead": "red", "deleted": "red"}
+                "restoring": "cyan", "hibernated": "blue", "unresponsive": "magenta", "dead": "red", "deleted": "red"}
 
 
 def console(stderr: bool = False) -> Console:
@@ -97,6 +97,12 @@ def table(*columns: str) -> Table:
 
 # -- objects --------------------------------------------------------------------------------
 
+def attached_count(s: dict) -> int:
+    """Clients attached to a session, each once: an open notebook or console holds one of the
+    kernel's websocket connections, so the two are not added up."""
+    return max(len(s.get("notebooks", [])), int(s["kernel"].get("connections", 0) or 0))
+
+
 def sessions_table(sessions: list[dict]) -> None:
     if not sessions:
         say("no sessions")
@@ -106,7 +112,7 @@ def sessions_table(sessions: list[dict]) -> None:
         tags = ",".join(f"{k}={v}" for k, v in sorted(s.get("tags", {}).items()))
         t.add_row(s["name"], state_text(s["state"]), s["kernel"]["name"],
                   human_bytes(s.get("memory_rss")), ago(s.get("last_activity")),
-                  str(len(s.get("notebooks", [])) + s["kernel"].get("connections", 0)),
+                  str(attached_count(s)),
                   s.get("owner") or "-", tags or "-")
     console().print(t)
 
@@ -194,6 +200,10 @@ def restore_done(r: dict, checkpoint: str) -> None:
     session = r.get("session", {}).get("name", "?")
     say(f"restored {len(r.get('restored', []))} variables of checkpoint {checkpoint} into "
         f"{session}")
+    removed = r.get("removed", [])
+    if removed:
+        say(f"removed {len(removed)} variable(s) the checkpoint does not have: "
+            + ", ".join(removed))
     for f in r.get("failed", []):
         warn(f"not restored {f['name']}: {f.get('reason', '')}")
 

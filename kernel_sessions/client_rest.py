@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -23,14 +24,39 @@ OCTET = "application/octet-stream"
 _UNSET: Any = object()
 
 
+# httpx logs every request at INFO: under papermill or nbclient (which log at INFO) a notebook
+# run on a session would print a line per API call. Quiet unless the application set a level.
+_HTTPX_LOG = logging.getLogger("httpx")
+if _HTTPX_LOG.level == logging.NOTSET:
+    _HTTPX_LOG.setLevel(logging.WARNING)
+
+
 # -- REST -------------------------------------------------------------------------------------
 
+# path segments a URL would resolve (``sessions/etl/variables/..`` is ``sessions/etl``)
+DOT_SEGMENTS = frozenset({"", ".", ".."})
+
+
 def _q(part: str) -> str:
-    return quote(str(part), safe="")
+    """One path segment, escaped. ``.``, ``..``, empty ones and ones holding a ``/`` are
+    refused before any URL is built: ``delete_variable("etl", "..")`` must never delete the
+    session, and no name, variable or checkpoint id of the API contains a ``/``."""
+    text = str(part)
+    if text in DOT_SEGMENTS or "/" in text:
+        raise ValueError(f"{text[:80]!r} is not a valid name or id (empty, '.', '..' and "
+                         "names with '/' are refused)")
+    return quote(text, safe="")
 
 
 def _json(r: httpx.Response) -> Any:
-    return r.json() if r.content else None
+    """The JSON answer; anything else (an HTML page: a URL that is not the server's API) is an
+    error, never taken as an empty answer."""
+    if not r.content:
+        return None
+    if not r.headers.get("content-type", "").startswith("application/json"):
+        raise ClientError(f"the answer from {r.request.url} is not JSON (is that the Jupyter "
+                          "server's URL?)", "not_json", r.status_code)
+    return r.json()
 
 
 def _text(r: httpx.Response) -> str:
@@ -183,9 +209,10 @@ class _Api:
         return self._call("PATCH", "pool", json={"sizes": sizes})
 
     # checkpoints
-    def checkpoints(self, name: str) -> Any:
-        """Summaries, newest first."""
-        return self._call("GET", self._s(name, "checkpoints"))
+    def checkpoints(self, name: str, *, deleted: bool = False) -> Any:
+        """Summaries, newest first; ``deleted``: also those of a deleted session of that name."""
+        return self._call("GET", self._s(name, "checkpoints"),
+                          params={"deleted": "true"} if deleted else None)
 
     def create_checkpoint(self, name: str, *, label: str | None = None,
                           variables: list[str] | None = None, timeout: float | None = None) -> Any:
@@ -266,8 +293,8 @@ class RestClient(_Api):
         for var, value in values.items():
             self._push_one(name, var, value)
 
-    def latest_checkpoint(self, name: str) -> str:
-        return _latest(self.checkpoints(name), name)
+    def latest_checkpoint(self, name: str, *, deleted: bool = False) -> str:
+        return _latest(self.checkpoints(name, deleted=deleted), name)
 
     def close(self) -> None:
         self._http.close()
@@ -303,8 +330,8 @@ class AsyncRestClient(_Api):
         for var, value in values.items():
             await self._push_one(name, var, value)
 
-    async def latest_checkpoint(self, name: str) -> str:
-        return _latest(await self.checkpoints(name), name)
+    async def latest_checkpoint(self, name: str, *, deleted: bool = False) -> str:
+        return _latest(await self.checkpoints(name, deleted=deleted), name)
 
     async def aclose(self) -> None:
         await self._http.aclose()

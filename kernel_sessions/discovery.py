@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 URL_ENV = "JUPYTER_KERNEL_SESSIONS_URL"
 TOKEN_ENV = "JUPYTER_TOKEN"
@@ -58,15 +58,35 @@ class ServerInfo:
         return self.url + API_PATH
 
 
-def normalize_url(url: str) -> str:
-    """``localhost:8888`` -> ``http://localhost:8888/``; a base_url path is kept."""
+# The pages of Jupyter's web apps: the URL a server prints (``…/lab?token=…``) or a browser
+# shows (``…/lab/tree/x.ipynb``, ``…/tree``) ends in one of them after the server's base URL.
+UI_PATHS = ("lab", "tree", "notebooks", "doc", "edit", "terminals", "consoles", "voila")
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """``(base URL, token from the query or None)`` of any URL of a Jupyter server: the server
+    itself, a base_url under it, or one of its web pages (``/lab?token=…``)."""
     url = url.strip()
     if "://" not in url:
         url = "http://" + url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ServerNotFound(f"not a server URL: {url!r}")
-    return url if url.endswith("/") else url + "/"
+    segments = [p for p in parts.path.split("/") if p]
+    for i, seg in enumerate(segments):
+        if seg in UI_PATHS:
+            segments = segments[:i]
+            break
+    tokens = parse_qs(parts.query).get("token")
+    base = urlunsplit((parts.scheme, parts.netloc, "/" + "".join(f"{s}/" for s in segments),
+                       "", ""))
+    return base, (tokens[0] if tokens else None)
+
+
+def normalize_url(url: str) -> str:
+    """``localhost:8888`` -> ``http://localhost:8888/``; a base_url path is kept, a web page's
+    path (``/lab``) and query are dropped."""
+    return split_url(url)[0]
 
 
 def running_servers(runtime_dir: str | None = None) -> Iterator[dict[str, Any]]:
@@ -133,9 +153,9 @@ def find_server(url: str | None = None, token: str | None = None) -> ServerInfo:
     if token is None:
         token = os.environ.get(TOKEN_ENV)
     if given:
-        base = normalize_url(given)
+        base, in_url = split_url(given)
         if token is None:
-            token = _token_for(base)
+            token = in_url if in_url is not None else _token_for(base)
         return ServerInfo(base, token or "")
     seen = []
     for info in running_servers():

@@ -84,9 +84,49 @@ class CheckpointFailed(CheckpointError):
     status = 409
 
 
+class CheckpointStorageFull(CheckpointError):
+    """The checkpoint store ran out of space (ENOSPC, EDQUOT): HTTP 507 Insufficient Storage.
+    Either nothing was written, or the checkpoint was committed marked partial (the message
+    says which); earlier checkpoints are intact either way."""
+
+    reason = "storage_full"
+    status = 507
+
+
+class CheckpointStorageError(CheckpointError):
+    """The checkpoint store cannot be written (read-only, permissions, I/O error): an admin
+    must fix it; earlier checkpoints are intact."""
+
+    reason = "storage_error"
+    status = 503
+
+
+class CheckpointPartial(CheckpointError):
+    """An operation that must not lose variables (hibernation) met a partial checkpoint: some
+    variable could not be saved, so the kernel keeps running."""
+
+    reason = "checkpoint_partial"
+    status = 409
+
+
+class CheckpointUnverifiable(CheckpointInvalid):
+    """A session woke or was restored into an empty namespace: it has checkpoints, but none of
+    them verifies (signature, deletion ledger and blobs)."""
+
+    reason = "no_valid_checkpoint"
+    status = 409
+
+
 class CheckpointKeyError(CheckpointError):
     """The HMAC key file is unsafe or unreadable: an admin must fix it (not the client's fault,
     not a bug either, hence 503 rather than 4xx/500)."""
 
     reason = "checkpoint_key"
+    status = 503
+
+
+class KernelFailed(KernelSessionError, RuntimeError):
+    """A session's kernel died or did not answer while it was being started or attached."""
+
+    reason = "kernel_failed"
     status = 503

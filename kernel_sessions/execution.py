@@ -10,6 +10,7 @@ IOPub status arrives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from queue import Empty
@@ -112,7 +113,11 @@ async def execute(
     deadline = time.monotonic() + timeout
     timed_out = False
     try:
-        await _sync_iopub(kc, deadline)
+        try:
+            await _sync_iopub(kc, deadline)
+        except TimeoutError:  # a hung (stopped, frozen) or vanishing kernel: nothing ran
+            return {"status": "timeout", "execution_count": None, "outputs": [],
+                    "truncated": False}
         msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False)
         idle = False
         while not idle:
@@ -121,7 +126,8 @@ async def execute(
                 if timed_out:
                     break  # the grace period after the interrupt is over too
                 timed_out = True
-                await interrupt()
+                with contextlib.suppress(Exception):  # the session may be gone meanwhile
+                    await interrupt()
                 deadline = time.monotonic() + INTERRUPT_GRACE
                 continue
             try:

@@ -3,7 +3,9 @@
 One handler per endpoint, one route table (``default_handlers``). Every method is
 ``@web.authenticated`` + ``@authorized`` on ``kernel_sessions:sessions`` or
 ``kernel_sessions:pool``; ``execute`` and ``connection`` need the ``execute`` action because
-they run code in, or hand out the key of, a kernel.
+they run code in, or hand out the key of, a kernel. A fork (``POST sessions`` with ``from``)
+needs what restoring needs (``execute`` on ``kernel_sessions:checkpoints``) besides the
+``write`` of creating a session; the catch-all route (a JSON 404) is authorized too.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from .handlers_base import (
     bad_request,
     finite_number,
 )
-from .handlers_checkpoints import check_source
+from .handlers_checkpoints import CHECKPOINTS_RESOURCE, check_source
 from .handlers_checkpoints import routes as checkpoint_routes
 from .handlers_leases import routes as lease_routes
+from .handlers_registry import routes as registry_routes
 from .handlers_render import (
     MAX_KERNEL_NAME_CHARS,
     PSEUDO_SPEC_PREFIX,
@@ -35,7 +38,6 @@ from .handlers_render import (
     SessionsBase,
     session_json,
 )
-from .handlers_variables import FALSE_WORDS, TRUE_WORDS
 from .handlers_variables import routes as variables_routes
 from .models import validate_name
 
@@ -117,6 +119,8 @@ class SessionsHandler(SessionsBase):
         ttl = check_ttl(body.get("ttl"))
         tags = check_tags(body["tags"]) if "tags" in body else None
         source = check_source(body["from"]) if "from" in body else None
+        if source is not None:  # a fork restores a checkpoint: what restore needs
+            await self.require("execute", CHECKPOINTS_RESOURCE)
         ks = await self.manager()
         t0 = time.perf_counter()
         if source is None:
@@ -160,11 +164,9 @@ class SessionHandler(SessionsBase):
     @web.authenticated
     @authorized
     async def delete(self, name: str) -> None:
-        purge = self.get_query_argument("purge", "").lower()
-        if purge not in TRUE_WORDS | FALSE_WORDS:
-            raise bad_request("purge must be true or false", "invalid_query")
+        purge = self.flag("purge")
         ks = await self.manager()
-        await ks.delete(name, purge=purge in TRUE_WORDS)
+        await ks.delete(name, purge=purge)
         self.set_status(204)
         self.finish()
 
@@ -189,6 +191,19 @@ class InterruptHandler(SessionsBase):
         self.json_object(frozenset())
         ks = await self.manager()
         await ks.interrupt(name)
+        self.write_json(await self.render(await ks.get(name)))
+
+
+class WakeHandler(SessionsBase):
+    """Wake a hibernated session now (its kernel restarts from its checkpoint), as attaching
+    would; a running session is answered as it is. Restoring runs code: ``execute``."""
+
+    @web.authenticated
+    @authorized(action="execute")
+    async def post(self, name: str) -> None:
+        self.json_object(frozenset())
+        ks = await self.manager()
+        await ks.attach(name)
         self.write_json(await self.render(await ks.get(name)))
 
 
@@ -277,11 +292,14 @@ class PoolHandler(KernelSessionsHandler):
 
 
 class NotFoundHandler(KernelSessionsHandler):
-    """Anything else under the API root: a JSON 404 rather than an HTML page."""
+    """Anything else under the API root (the root itself too): a JSON 404 rather than an HTML
+    page, for an authenticated user with ``read``; streamed like every route of ours, so a
+    large body sent to no endpoint is never buffered either."""
 
     @web.authenticated
-    def get(self, rest: str) -> None:
-        raise ApiError(404, "not_found", f"no endpoint {API_ROOT}/{rest[:100]}")
+    @authorized(action="read")
+    def get(self, rest: str | None = None) -> None:
+        raise ApiError(404, "not_found", f"no endpoint {API_ROOT}/{(rest or '')[:100]}")
 
     post = patch = put = delete = get
 
@@ -294,11 +312,13 @@ default_handlers: list[tuple[str, type]] = [
     (rf"/{API_ROOT}/sessions/{NAME}", SessionHandler),
     (rf"/{API_ROOT}/sessions/{NAME}/restart", RestartHandler),
     (rf"/{API_ROOT}/sessions/{NAME}/interrupt", InterruptHandler),
+    (rf"/{API_ROOT}/sessions/{NAME}/wake", WakeHandler),
     (rf"/{API_ROOT}/sessions/{NAME}/execute", ExecuteHandler),
     (rf"/{API_ROOT}/sessions/{NAME}/connection", ConnectionHandler),
     *variables_routes(API_ROOT, NAME),
     *checkpoint_routes(API_ROOT, NAME),
     *lease_routes(API_ROOT, NAME),
     (rf"/{API_ROOT}/pool", PoolHandler),
-    (rf"/{API_ROOT}/(?P<rest>.*)", NotFoundHandler),
+    *registry_routes(API_ROOT),
+    (rf"/{API_ROOT}(?:/(?P<rest>.*))?", NotFoundHandler),
 ]

@@ -2,7 +2,9 @@
 
 Resource ``kernel_sessions:checkpoints``: listing and reading are ``read``, taking and deleting
 are ``write``, restoring is ``execute`` (it unpickles into a kernel — only after the manifest's
-signature and every blob's hash checked out).
+signature and every blob's hash checked out). A fork (restore ``into`` a new session) also
+creates a session: ``write`` on ``kernel_sessions:sessions``, as ``POST sessions`` with
+``from`` needs, so both ways of forking ask for the same permissions.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from tornado import web
 
 from .checkpoints import MAX_LABEL_CHARS, validate_checkpoint_id
 from .handlers_base import bad_request, finite_number, isotime
-from .handlers_render import SessionsBase
+from .handlers_render import SESSIONS_RESOURCE, SessionsBase
 from .models import validate_name
 
 CHECKPOINTS_RESOURCE = "kernel_sessions:checkpoints"
@@ -61,6 +63,7 @@ def summary_json(name: str, s: dict[str, Any]) -> dict[str, Any]:
         "variable_count": len(variables) if isinstance(variables, dict) else variables,
         "skipped_count": len(skipped) if isinstance(skipped, list) else skipped,
         "valid": s.get("valid", True),
+        "partial": bool(s.get("partial")),
     }
     if not out["valid"]:
         out.update(reason=s.get("reason"), message=s.get("message"))
@@ -92,8 +95,14 @@ class CheckpointsHandler(CheckpointsBase):
     @web.authenticated
     @authorized
     async def get(self, name: str) -> None:
+        """``?deleted=true``: also when no session has that name now (a deleted session's
+        checkpoints stay until purged; fork one into a new session with ``restore {into}``)."""
+        deleted = self.flag("deleted")
         ks = await self.manager()
-        ks.kernel_id(name)  # 404 for an unknown session, 400 for a bad name
+        if deleted:
+            validate_name(name)
+        else:
+            ks.kernel_id(name)  # 404 for an unknown session, 400 for a bad name
         self.write_json([summary_json(name, s) for s in await ks.checkpoints(name)])
 
     @web.authenticated
@@ -142,6 +151,8 @@ class RestoreHandler(CheckpointsBase):
         into = validate_name(body["into"]) if body.get("into") is not None else None
         variables = check_variables(body["variables"]) if "variables" in body else None
         timeout = check_timeout(body["timeout"]) if "timeout" in body else None
+        if into is not None:  # a fork creates a session, as POST sessions {from} does
+            await self.require("write", SESSIONS_RESOURCE)
         ks = await self.manager()
         report = await ks.restore(name, checkpoint_id, into=into, variables=variables,
                                   timeout=timeout)

@@ -52,8 +52,9 @@ def kernel_json(model: SessionModel, km: Any) -> dict[str, Any]:
         except (web.HTTPError, KeyError, AttributeError, TypeError):  # gone, or no activity record
             state = None
         state = state or model.state
+    live_pid = model.pid if kid and model.state not in (M.DEAD, M.HIBERNATED, M.DELETED) else None
     return {"id": kid, "name": model.kernel_name, "execution_state": state,
-            "connections": connections}
+            "connections": connections, "pid": live_pid}
 
 
 def session_json(model: SessionModel, km: Any, notebooks: dict[str, list]) -> dict[str, Any]:

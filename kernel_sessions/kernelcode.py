@@ -10,8 +10,11 @@ execution count alone.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 from importlib import resources
+from pathlib import Path
 
 PRIVATE_PREFIX = "_kernel_sessions_"
 HELPER_MSG_PREFIX = "kernel-sessions-helper-"  # msg_id prefix of every helper request
@@ -79,3 +82,42 @@ def ns_call_code(module: str, func: str, *args: object, hidden: bool = False,
         f"({install_expr(module)}, __import__('json').loads({payload!r}), "
         "__import__('IPython').get_ipython())"
     )
+
+
+INSTALLER_TEMPLATE = """\
+# kernel-sessions: installs the kernel-side module {key} once per kernel process
+import sys as _sys, types as _types
+if {key!r} not in _sys.modules:
+    _m = _types.ModuleType({key!r})
+    exec(compile({src!r}, {key!r}, "exec"), _m.__dict__)
+    _sys.modules[{key!r}] = _m
+"""
+
+
+def installer_file(module: str, directory: str | os.PathLike[str]) -> Path:
+    """A script in ``directory`` that installs ``module`` as ``install_expr`` does, for a
+    kernel's start-up line: the command line then names a file instead of carrying the source
+    (``ps`` stays readable). Named by content, written once, atomically, 0600."""
+    key = PRIVATE_PREFIX + module
+    text = INSTALLER_TEMPLATE.format(key=key, src=module_source(module))
+    digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    path = Path(directory) / f"kernel-sessions-{module}-{digest}.py"
+    if not path.is_file():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    return path
+
+
+def startup_line(module: str, func: str, directory: str | os.PathLike[str], *args: object) -> str:
+    """A short start-up line (``IPKernelApp.exec_lines``) calling ``module.func(*args)``: it
+    runs the installer file, then the function (a fresh namespace, nothing bound for the user)."""
+    path = installer_file(module, directory)
+    if not all(isinstance(a, (bool, int, float, str)) or a is None for a in args):
+        raise TypeError("start-up line arguments are plain literals")
+    call = ", ".join(repr(a) for a in args)
+    # a list whose last item is the call's result (None): nothing is displayed
+    return (f"[__import__('runpy').run_path({str(path)!r}), "
+            f"__import__('sys').modules[{PRIVATE_PREFIX + module!r}].{func}({call})][-1]")

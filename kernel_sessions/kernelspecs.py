@@ -52,7 +52,7 @@ def current_sessions(ks: KernelSessionManager | None) -> list[SessionModel]:
     """
     if ks is None:
         return []
-    return [ks._sessions[n] for n in sorted(ks._sessions)]
+    return ks.models()
 
 
 class SessionKernelSpecManager(KernelSpecManager):
@@ -99,9 +99,16 @@ class SessionKernelSpecManager(KernelSpecManager):
         return self._session_spec(model)
 
     def get_all_specs(self) -> dict[str, Any]:
-        """The real specs followed by one pseudo spec per session whose real spec exists."""
+        """The real specs followed by one pseudo spec per named session whose real spec exists.
+
+        Sessions a process owns by lease (auto sessions of scripts' ``connect()``) are left out:
+        they would fill the launcher with ``auto-host-pid-…`` entries. Their spec still resolves
+        by name (``get_kernel_spec``), so attaching to one explicitly works.
+        """
         specs = super().get_all_specs()
         for model in current_sessions(self.kernel_sessions):
+            if model.owner:
+                continue
             try:
                 spec = self._session_spec(model)
             except NoSuchKernel:

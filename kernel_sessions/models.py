@@ -34,19 +34,24 @@ BUSY = "busy"
 CHECKPOINTING = "checkpointing"
 RESTORING = "restoring"
 HIBERNATED = "hibernated"
+UNRESPONSIVE = "unresponsive"  # the process is there but misses heartbeats (stopped, frozen)
 DEAD = "dead"
 DELETED = "deleted"
-STATES = (STARTING, IDLE, BUSY, CHECKPOINTING, RESTORING, HIBERNATED, DEAD, DELETED)
+STATES = (STARTING, IDLE, BUSY, CHECKPOINTING, RESTORING, HIBERNATED, UNRESPONSIVE, DEAD,
+          DELETED)
+LIVE = (IDLE, BUSY)  # a kernel that answers and holds the session's namespace
 
-# from-state -> allowed to-states; see the state machine in DESIGN.md.
+# from-state -> allowed to-states; see docs/architecture.md.
 # ``starting`` is also the way back after a restart (manual or automatic).
 TRANSITIONS: dict[str, frozenset[str]] = {
     STARTING: frozenset({IDLE, BUSY, RESTORING, DEAD, DELETED}),
-    IDLE: frozenset({BUSY, CHECKPOINTING, RESTORING, HIBERNATED, STARTING, DEAD, DELETED}),
-    BUSY: frozenset({IDLE, CHECKPOINTING, RESTORING, STARTING, DEAD, DELETED}),
+    IDLE: frozenset({BUSY, CHECKPOINTING, RESTORING, HIBERNATED, STARTING, UNRESPONSIVE, DEAD,
+                     DELETED}),
+    BUSY: frozenset({IDLE, CHECKPOINTING, RESTORING, STARTING, UNRESPONSIVE, DEAD, DELETED}),
     CHECKPOINTING: frozenset({IDLE, BUSY, DEAD, DELETED}),
     RESTORING: frozenset({IDLE, BUSY, DEAD, DELETED}),
     HIBERNATED: frozenset({RESTORING, STARTING, DEAD, DELETED}),
+    UNRESPONSIVE: frozenset({IDLE, BUSY, STARTING, DEAD, DELETED}),
     DEAD: frozenset({STARTING, RESTORING, DELETED}),
     DELETED: frozenset(),
 }
@@ -78,10 +83,14 @@ class SessionModel:
     pid: int | None = None
     pid_create_time: float | None = None
     cwd: str | None = None
+    # a token new with every session of a name: registry writes match it, so a writer holding
+    # a session that was deleted (and its name taken again) cannot overwrite the new row
+    generation: str = ""
 
     def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
         """Plain dict; the connection key is left out unless ``secrets``."""
         d = asdict(self)
+        d.pop("generation", None)
         if not secrets:
             d.pop("connection_info", None)
         return d

@@ -22,11 +22,12 @@ from jupyter_client.multikernelmanager import (
     AsyncMultiKernelManager,
     MultiKernelManager,
 )
+from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Dict, Float, Integer, Unicode, observe
 from traitlets.config import LoggingConfigurable
 
 from .errors import KernelLimitError
-from .kernelcode import call_code, helper_execute, install_expr
+from .kernelcode import call_code, helper_execute, startup_line
 from .watch import fresh_client
 
 POOL_CHECK_INTERVAL = 1.0  # seconds between liveness / ttl sweeps of the spares
@@ -104,6 +105,7 @@ class PoolMixin(LoggingConfigurable):
         self._pool_stats: dict[str, _Stats] = {}
         self._pool_tasks: set[asyncio.Task] = set()
         self._discards: set[asyncio.Future] = set()
+        self._handing_out = 0  # spares taken from a queue and not yet registered as kernels
         self._pool_monitor: asyncio.Task | None = None
         self._pool_started = False
         self._pool_stopping = False
@@ -171,7 +173,10 @@ class PoolMixin(LoggingConfigurable):
     def kernel_count(self) -> int:
         """All kernels: running, pending starts and spares."""
         pending = [k for k in self._pending_kernels if k not in self._kernels]
-        return len(self._kernels) + len(pending) + self._spare_count()
+        # a spare being handed out is in no queue and not yet a kernel; a discarded one is
+        # still a process until its shutdown ends: both count, or concurrent starts overshoot
+        return (len(self._kernels) + len(pending) + self._spare_count() + self._handing_out
+                + len(self._discards))
 
     def _check_limit(self, extra: int = 1) -> None:
         if self.max_kernels and self.kernel_count() + extra > self.max_kernels:
@@ -246,8 +251,15 @@ class PoolMixin(LoggingConfigurable):
             return {}
         if not any("ipykernel" in str(arg) for arg in argv):
             return {}
-        line = f"{install_expr('fixup')}.watch_parent({os.getpid()}, strict=True)"
-        return {"extra_arguments": [f"--IPKernelApp.exec_lines={line}"]}
+        folder = os.path.dirname(km.connection_file) or jupyter_runtime_dir()
+        line = startup_line("fixup", "watch_parent", folder, os.getpid(), True)
+        extra = [f"--IPKernelApp.exec_lines={line}"]
+        if os.name == "posix":
+            # a spare starts independent (no JPY_PARENT_PID), so ipykernel would print its
+            # console banner ("NOTE: When using the `ipython kernel` entry point…") into the
+            # server log; on POSIX a parent handle of 1 silences it and starts no poller
+            extra.append("--IPKernelApp.parent_handle=1")
+        return {"extra_arguments": extra}
 
     @staticmethod
     async def _silent(kc: Any, code: str, timeout: float) -> dict:
@@ -320,13 +332,19 @@ class PoolMixin(LoggingConfigurable):
         queue = self._pool.get(kernel_name)
         while queue:
             spare = queue.popleft()
+            self._handing_out += 1  # the caller ends the count once the hand-out is over
             try:
                 await spare.task
                 if await spare.km.is_alive():
                     return spare
+            except asyncio.CancelledError:
+                self._retire(spare)
+                self._handing_out -= 1
+                raise
             except Exception:
                 self.log.warning("spare %s failed to start", spare.kernel_id, exc_info=True)
             self._retire(spare)
+            self._handing_out -= 1
         return None
 
     async def _pool_or_cold_start(self, *, kernel_name: str | None = None, **kwargs: Any) -> str:
@@ -348,15 +366,19 @@ class PoolMixin(LoggingConfigurable):
             if spare is not None:
                 try:
                     kernel_id = await self._hand_out(spare, kwargs)
-                except Exception:
-                    self.log.warning("hand-out of %s failed", spare.kernel_id, exc_info=True)
+                except BaseException as exc:  # (retired: counted as a discard from here on)
                     self._retire(spare)
+                    if not isinstance(exc, Exception):
+                        raise
+                    self.log.warning("hand-out of %s failed", spare.kernel_id, exc_info=True)
                 else:
                     stats.hits += 1
                     stats.acquire_ms.append((time.perf_counter() - t0) * 1000)
                     self._pool_event("hit", kernel_name=kernel_name, kernel_id=kernel_id)
                     self._refill_later(kernel_name)
                     return kernel_id
+                finally:
+                    self._handing_out -= 1  # a kernel now, or a discard
             stats.misses += 1
             self._pool_event("miss", kernel_name=kernel_name)
             self._refill_later(kernel_name)

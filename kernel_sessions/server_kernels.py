@@ -119,13 +119,13 @@ class SessionMappingKernelManager(PooledMappingKernelManager):
 
     def _session_of(self, kernel_id: str) -> SessionModel | None:
         ks = self.kernel_sessions
-        return ks._by_kernel(kernel_id) if ks is not None else None
+        return ks.by_kernel(kernel_id) if ks is not None else None
 
     def _shielded(self, kernel_id: str) -> SessionModel | None:
         """The session whose kernel this is, unless the session manager itself is stopping or
         restarting it (it marks those kernels as expected to exit)."""
         model = self._session_of(kernel_id)
-        if model is None or kernel_id in self.kernel_sessions._expected_exit:
+        if model is None or self.kernel_sessions.exit_expected(kernel_id):
             return None
         return model
 
@@ -149,7 +149,7 @@ class SessionMappingKernelManager(PooledMappingKernelManager):
             await self._ensure_started(ks)
             async with lock:
                 moved = ks.renamed_to(name)
-                if moved is not None and moved in ks._sessions:  # saved before a rename
+                if moved is not None and ks.find(moved) is not None:  # saved before a rename
                     self.log.info("kernel sessions: session %r is now %r", name, moved)
                     name = moved
                 try:

@@ -17,35 +17,42 @@ if TYPE_CHECKING:
     from .manager import KernelSessionManager
 
 READY_TIMEOUT = 60.0  # seconds a (cold or restarted) session kernel may take to answer
+BEATING = (M.IDLE, M.BUSY, M.CHECKPOINTING, M.RESTORING, M.UNRESPONSIVE)  # heartbeats sent
 
 
 class SweepsMixin:
     """Callbacks and loops that keep each session's state true to its kernel."""
 
-    def _by_kernel(self: KernelSessionManager, kernel_id: str) -> SessionModel | None:
-        return next((m for m in self._sessions.values() if m.kernel_id == kernel_id), None)
+    def responsive(self: KernelSessionManager, kernel_id: str) -> bool:
+        """False once the kernel has missed ``heartbeat_misses`` heartbeats in a row."""
+        return self._hb_misses.get(kernel_id, 0) < self.heartbeat_misses
 
     def _on_status(self: KernelSessionManager, kernel_id: str, state: str) -> None:
-        model = self._by_kernel(kernel_id)
+        model = self.by_kernel(kernel_id)
         if model is not None and model.state == M.CHECKPOINTING and state in (M.IDLE, M.BUSY):
             self.checkpointing.saw_status(model, state)
         if model is not None and model.state in (M.IDLE, M.BUSY) and state in (M.IDLE, M.BUSY):
             if model.state == M.BUSY and state == M.IDLE:
                 self.checkpointing.note_activity(model)
-            self._transition(model, state, "execution")
+            self.transition(model, state, "execution")
 
     def _on_auto_restart(self: KernelSessionManager, kernel_id: str) -> None:
         """jupyter_client's restarter is bringing a dead kernel back: the namespace is gone."""
-        model = self._by_kernel(kernel_id)
-        if model is None or kernel_id in self._expected_exit:
+        model = self.by_kernel(kernel_id)
+        if model is None or self.exit_expected(kernel_id):
             return
         if model.state != M.DEAD:
-            self._transition(model, M.DEAD, "kernel died")
-        self._transition(model, M.STARTING, "restarting after death")
-        self._expected_exit.add(kernel_id)
+            self.transition(model, M.DEAD, "kernel died")
+        self.transition(model, M.STARTING, "restarting after death")
         asyncio.ensure_future(self._finish_auto_restart(model, kernel_id))
 
     async def _finish_auto_restart(self: KernelSessionManager, model: SessionModel, kernel_id: str) -> None:
+        with self.expecting_exit(kernel_id):
+            async with self.operation(model.name):
+                if self.is_current(model):
+                    await self._until_restarted(model, kernel_id)
+
+    async def _until_restarted(self: KernelSessionManager, model: SessionModel, kernel_id: str) -> None:
         try:
             km = self.kernel_manager.get_kernel(kernel_id)
             deadline = time.monotonic() + READY_TIMEOUT
@@ -53,14 +60,12 @@ class SweepsMixin:
                 if time.monotonic() > deadline:
                     raise TimeoutError("kernel did not come back")
                 await asyncio.sleep(0.1)
-            await self._attach_kernel(model)
+            await self.attach_kernel(model)
             model.restarts += 1
             await self.checkpointing.after_restart(model)
         except Exception as e:
-            if model.state != M.DEAD:
-                self._transition(model, M.DEAD, f"automatic restart failed: {e}")
-        finally:
-            self._expected_exit.discard(kernel_id)
+            if model.state != M.DEAD and self.is_current(model):
+                self.transition(model, M.DEAD, f"automatic restart failed: {e}")
 
     async def _death_loop(self: KernelSessionManager) -> None:
         """Notice an unexpected kernel exit within ``death_check_interval`` seconds."""
@@ -70,17 +75,50 @@ class SweepsMixin:
                 if model.state in (M.DEAD, M.HIBERNATED, M.DELETED, M.STARTING):
                     continue
                 kid = model.kernel_id
-                if kid in self._expected_exit:
+                if self.exit_expected(kid) or self.operation_running(model.name):
                     continue
                 if kid not in self.kernel_manager:  # e.g. jupyter_server gave up restarting it
-                    self._transition(model, M.DEAD, "kernel gone: its restarts failed")
+                    self.transition(model, M.DEAD, "kernel gone: its restarts failed")
                     self.checkpointing.revive_later(model)
                     continue
                 km = self.kernel_manager.get_kernel(kid)
                 if await km.is_alive():
                     continue
                 code = await km.provisioner.poll() if km.provisioner else None
-                self._transition(model, M.DEAD, f"kernel died (exit code {code})")
+                if not self.exit_expected(kid) and self.is_current(model):
+                    self.transition(model, M.DEAD, f"kernel died (exit code {code})")
+
+    async def _heartbeat_loop(self: KernelSessionManager) -> None:
+        """Notice a kernel that is there but does not answer (SIGSTOP, frozen): after
+        ``heartbeat_misses`` missed beats its session is ``unresponsive``, and back to the
+        state it had when it answers again. All sessions are pinged at once, so one hung
+        kernel never slows the others' checks."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            models = [m for m in list(self._sessions.values())
+                      if m.state in BEATING and m.name in self._watchers
+                      and not self.exit_expected(m.kernel_id)]
+            beats = await asyncio.gather(
+                *(self._watchers[m.name].beat(self.heartbeat_interval) for m in models),
+                return_exceptions=True)
+            for model, ok in zip(models, beats):
+                if self.is_current(model) and not self.exit_expected(model.kernel_id):
+                    self._heard(model, ok is True)
+
+    def _heard(self: KernelSessionManager, model: SessionModel, ok: bool) -> None:
+        kid = model.kernel_id
+        if ok:
+            self._hb_misses.pop(kid, None)
+            if model.state == M.UNRESPONSIVE:
+                self.transition(model, self._before_hang.pop(kid, M.IDLE),
+                                "answering heartbeats again")
+            return
+        misses = self._hb_misses[kid] = self._hb_misses.get(kid, 0) + 1
+        if misses >= self.heartbeat_misses and model.state in (M.IDLE, M.BUSY):
+            self._before_hang[kid] = model.state
+            self.transition(model, M.UNRESPONSIVE, (
+                f"kernel missed {misses} heartbeats: stopped or frozen; restart or delete "
+                "the session (a stopped process resumes with SIGCONT)"))
 
     async def _reap_loop(self: KernelSessionManager) -> None:
         """End sessions whose owner's lease lapsed; expire idle ones past their TTL; now and then

@@ -84,10 +84,10 @@ class VariablesService(LoggingConfigurable):
         self._last: dict[str, dict[str, Any]] = {}  # kernel id -> last listing
 
     def _watcher(self, name: str) -> tuple[Any, Any]:
-        model = self.sessions._model(name)
+        model = self.sessions.model(name)
         if model.state in UNAVAILABLE_STATES:
             raise InvalidTransition(f"session {name!r} is {model.state}: {model.reason}")
-        watcher = self.sessions._watchers.get(name)
+        watcher = self.sessions.watcher(name)
         if watcher is None:
             raise InvalidTransition(f"session {name!r} has no running kernel")
         return model, watcher
@@ -96,6 +96,8 @@ class VariablesService(LoggingConfigurable):
                     **kwargs: Any) -> Any:
         await self.sessions.attach(name)  # wakes a hibernated session
         model, watcher = self._watcher(name)
+        if model.state == M.UNRESPONSIVE:  # a read would only wait out CALL_TIMEOUT
+            raise InvalidTransition(f"session {name!r} is {model.state}: {model.reason}")
         code = ns_call_code("inspector", func, *args, hidden=hidden, **kwargs)
         text = await watcher.evaluate(code, CALL_TIMEOUT)
         return ast.literal_eval(text)
@@ -152,14 +154,14 @@ class VariablesService(LoggingConfigurable):
         result = await self._call(name, "set_value", var, **kwargs)
         if result.get("error"):
             raise VariableError(result)
-        self.sessions.checkpointing.note_activity(self.sessions._model(name))
+        self.sessions.checkpointing.note_activity(self.sessions.model(name))
         return result
 
     async def delete(self, name: str, var: str) -> None:
         result = await self._call(name, "delete_value", var)
         if result.get("error"):
             raise VariableError(result)
-        self.sessions.checkpointing.note_activity(self.sessions._model(name))
+        self.sessions.checkpointing.note_activity(self.sessions.model(name))
 
     # -- Python conveniences (dill on this side, so functions and classes travel) ---------
 

@@ -7,7 +7,9 @@ import time
 from typing import Any, Callable
 
 import zmq
+import zmq.asyncio
 
+from .errors import InvalidTransition
 from .kernel.inspector import gc_paused
 from .kernelcode import HELPER_MSG_PREFIX, helper_execute
 
@@ -57,6 +59,30 @@ class SessionWatcher:
         self._calls = asyncio.Lock()  # one helper request in flight: replies are read in order
         self._subshell: str | None = None
         self._subshells_supported: bool | None = None
+        self._hb: Any = None  # REQ socket on the kernel's heartbeat port, made on first beat
+        self._stopped = False
+
+    async def beat(self, timeout: float) -> bool:
+        """Ping the kernel's heartbeat; True if it echoed within ``timeout`` seconds.
+
+        ipykernel answers heartbeats from a thread of libzmq's own, so a kernel busy in a long
+        cell still answers: a miss means the process is stopped, frozen or gone.
+        ``REQ_RELAXED``/``REQ_CORRELATE`` let the next ping go out after a missed reply and
+        drop a late reply to an older one.
+        """
+        if self._hb is None:
+            # not km.connect_hb(): jupyter_server's kernel managers wrap sockets in streams
+            sock = zmq.asyncio.Context.shadow(self.km.context.underlying).socket(zmq.REQ)
+            sock.connect(self.km._make_url("hb"))
+            sock.setsockopt(zmq.REQ_RELAXED, 1)
+            sock.setsockopt(zmq.REQ_CORRELATE, 1)
+            sock.linger = 0
+            self._hb = sock
+        await self._hb.send(b"ping")
+        if not await self._hb.poll(timeout * 1000):
+            return False
+        await self._hb.recv()
+        return True
 
     async def wait_ready(self, timeout: float) -> None:
         """Return once the kernel answers kernel_info (a warm kernel: about a millisecond).
@@ -149,6 +175,13 @@ class SessionWatcher:
             return await self.client._async_recv_reply(msg_id, timeout=timeout, channel=channel)
         except (asyncio.TimeoutError, TimeoutError):
             raise TimeoutError(f"kernel did not answer within {timeout:g} s") from None
+        except asyncio.CancelledError:
+            # stop() closed the channels under a waiting request (the session was deleted or
+            # its kernel replaced): a refusal for the caller, not a cancellation of its task
+            if self._stopped:
+                raise InvalidTransition("the session's kernel went away (deleted, restarted "
+                                        "or replaced) while it was being asked") from None
+            raise
 
     async def _subshell_id(self, timeout: float) -> str | None:
         """This watcher's subshell, created on first use; None if the kernel has none."""
@@ -173,7 +206,11 @@ class SessionWatcher:
             return False
 
     def stop(self) -> None:
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        if self._hb is not None:
+            self._hb.close(linger=0)
+            self._hb = None
         self.client.stop_channels()

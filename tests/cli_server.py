@@ -35,19 +35,28 @@ class LiveServer:
     """``jupyter kernel-sessions serve`` on a free port; ``env`` points clients at its runtime
     dir, where discovery finds it."""
 
-    def __init__(self, base: Path, **manager: Any) -> None:
+    def __init__(self, base: Path, config: dict[str, dict[str, Any]] | None = None,
+                 data: Path | None = None, owner: bool = True, **manager: Any) -> None:
+        """``data``: another server's data dir to share; ``owner=False``: that server owns it,
+        so this one is ready when it answers HTTP (its sessions API answers 503)."""
         self.base = base
         for d in ("data", "runtime", "config", "root"):
             (base / d).mkdir(parents=True, exist_ok=True)
-        (base / "config" / "jupyter_server_config.json").write_text(json.dumps({
+        sections: dict[str, dict[str, Any]] = {
             "PoolMixin": {"pool_sizes": {"python3": 1}},
             "KernelSessionManager": {"keep_kernels_on_stop": False, **manager},
-        }))
+        }
+        for section, values in (config or {}).items():
+            sections[section] = {**sections.get(section, {}), **values}
+        (base / "config" / "jupyter_server_config.json").write_text(json.dumps(sections))
         self.port, self.token = free_port(), secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.env = {**os.environ, "JUPYTER_DATA_DIR": str(base / "data"),
+        self.env = {**os.environ, "JUPYTER_DATA_DIR": str(data or base / "data"),
                     "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
                     "JUPYTER_CONFIG_DIR": str(base / "config"),
+                    # kernels of one server share an IPython history of their own: one killed
+                    # elsewhere cannot get it moved aside under this server's kernels
+                    "IPYTHONDIR": str(base / "ipython"),
                     "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"),
                                                                 str(REPO)]))}
         for var in ("JUPYTER_KERNEL_SESSIONS_URL", "JUPYTER_TOKEN"):
@@ -64,18 +73,21 @@ class LiveServer:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
-                r = httpx.get(self.url + "api/kernel-sessions/pool", timeout=5,
+                r = httpx.get(self.url + ("api/kernel-sessions/pool" if owner else "api/status"),
+                              timeout=5,
                               headers={"Authorization": f"token {self.token}"})
                 if r.status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
-            assert self.proc.poll() is None, self.output()
-            assert time.monotonic() < deadline, "server did not start\n" + self.output()
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()  # a server that did not start leaves no process behind
+                raise AssertionError("server did not start\n" + self.output())
             time.sleep(0.2)
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return Path(self.log.name).read_text()[-4000:]
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -97,7 +109,9 @@ class LiveServer:
             os.environ.clear()
             os.environ.update(saved)
 
-    def stop(self) -> None:
+    def stop(self, kill_kernels: bool = True) -> None:
+        """SIGTERM, then (unless ``kill_kernels`` is False, for a server that must leave
+        session kernels running for the next one) kill every process it left behind."""
         try:
             self.kids = {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
         except psutil.Error:
@@ -109,7 +123,7 @@ class LiveServer:
             self.proc.kill()
             self.proc.wait(STOP_TIMEOUT)
         self.log.close()
-        for pid in self.kids:  # nothing outlives the module, whatever failed
+        for pid in self.kids if kill_kernels else ():  # nothing outlives the module
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
 
@@ -132,9 +146,12 @@ def run_cli(*argv: str, stdin: str = "") -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def cli_subprocess(*argv: str, env: dict[str, str], timeout: float = 120) -> subprocess.Popen:
-    """``jupyter kernel-sessions ARGV`` as a real process, through the ``jupyter`` launcher."""
+def cli_subprocess(*argv: str, env: dict[str, str], timeout: float = 120,
+                   stdin: bool = False) -> subprocess.Popen:
+    """``jupyter kernel-sessions ARGV`` as a real process, through the ``jupyter`` launcher
+    (``stdin``: a pipe to feed, else none)."""
     bindir = os.path.dirname(sys.executable)
     env = {**env, "PATH": bindir + os.pathsep + env.get("PATH", "")}
     return subprocess.Popen([os.path.join(bindir, "jupyter"), "kernel-sessions", *argv], env=env,
+                            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

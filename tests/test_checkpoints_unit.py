@@ -24,6 +24,7 @@ from kernel_sessions.errors import (
     CheckpointInvalid,
     CheckpointKeyError,
     CheckpointNotFound,
+    CheckpointStorageError,
     InvalidSessionName,
 )
 
@@ -260,8 +261,9 @@ def test_failed_commit_leaves_previous_checkpoints(store, snap, monkeypatch):
         raise OSError("disk gone")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="disk gone"):
+    with pytest.raises(CheckpointStorageError, match="disk gone") as exc:
         store.write_manifest("etl", dump, kernelspec=SPEC, versions=VERSIONS)
+    assert exc.value.status == 503 and str(store.root) not in str(exc.value)
     monkeypatch.undo()
     assert [s["id"] for s in store.list("etl")] == [first["id"]]
     assert sorted(p.name for p in manifest_file(store, "etl", first["id"]).parent.iterdir()) \

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,9 @@ def test_checkpoint_commands(cli: Any, server: LiveServer) -> None:
     r = json.loads(ok(cli("restore", "ck", c["id"], "--json")))
     assert sorted(r["restored"]) == ["a", "f"] and r["failed"] == []
     assert json.loads(ok(cli("get", "ck", "a"))) == 1
+    ok(cli("exec", "ck", "scratch = 2"))  # not in the checkpoint: the restore says it went
+    said = ok(cli("restore", "ck", c["id"]))
+    assert "removed 1 variable(s) the checkpoint does not have: scratch" in said, said
     # ... the latest one into a new session (a fork), and a fork at create time
     assert "into ck2" in ok(cli("restore", "ck", "--into", "ck2"))
     assert ok(cli("exec", "ck2", "f(a)")).strip() == "2"
@@ -161,8 +165,15 @@ def test_checkpoint_commands(cli: Any, server: LiveServer) -> None:
     for name in ("ck2", "ck3"):
         ok(cli("delete", name))
     ok(cli("create", "keep"))
+    ok(cli("exec", "keep", "kept = 'yes'"))
     ok(cli("checkpoint", "keep"))
     ok(cli("delete", "keep"))  # without --purge a new "keep" finds the old checkpoints
+    # ... and meanwhile they stay reachable: listed with --deleted, forked into a new name
+    assert one_error(cli("checkpoints", "keep"))
+    assert len(json.loads(ok(cli("checkpoints", "keep", "--deleted", "--json")))) == 1
+    assert "into kept2" in ok(cli("restore", "keep", "--into", "kept2"))
+    assert ok(cli("exec", "kept2", "print(kept)")).strip() == "yes"
+    ok(cli("delete", "kept2", "--purge"))
     ok(cli("create", "keep"))
     assert len(json.loads(ok(cli("checkpoints", "keep", "--json")))) == 1
     assert json.loads(ok(cli("delete", "ck", "--purge", "--json")))["purged"] is True
@@ -182,10 +193,19 @@ def test_install_kernelspec_and_console(cli: Any, server: LiveServer) -> None:
     assert spec["display_name"] == "etl (session)" and server.token not in json.dumps(spec)
     assert "must match" in one_error(cli("install-kernelspec", "Nope!"))
     assert "no session named 'ghost'" in one_error(cli("console", "ghost"))
-    if shutil.which("jupyter-console") is None:  # not a dependency: say how to get it
-        ok(cli("create", "cons"))
+    ok(cli("create", "cons"))
+    ok(cli("exec", "cons", "y = 7"))
+    console = os.path.join(os.path.dirname(sys.executable), "jupyter-console")
+    if not os.path.exists(console):  # not a dependency of the package: say how to get it
         assert "jupyter console is not installed" in one_error(cli("console", "cons"))
-        ok(cli("delete", "cons"))
+    else:  # a real console: it sees the namespace, and leaving it only detaches
+        proc = cli_subprocess("console", "cons", "--simple-prompt", env=server.env,
+                              stdin=True)
+        out, err = proc.communicate("print(y * 6)\nz = 1\n", timeout=120)
+        assert proc.returncode == 0, (out, err)
+        assert "42" in out and "detached from session cons (it keeps running)" in out, out
+        assert json.loads(ok(cli("get", "cons", "z"))) == 1
+    ok(cli("delete", "cons"))
 
 
 def test_real_processes_entry_point_discovery_and_errors(server: LiveServer, tmp_path: Path) -> None:
@@ -208,12 +228,39 @@ def test_server_options_and_connection_errors(server: LiveServer, tmp_path: Path
                                                       "--token", "wrong"))
         assert json.loads(ok(run_cli("list", "--json", "--url", server.url.rstrip("/"),
                                      "--token", server.token))) == []
+        # the URL the server prints (its token in the query) and a browser's page URL work
+        printed = f"{server.url}lab?token={server.token}"
+        assert json.loads(ok(run_cli("list", "--json", "--url", printed))) == []
+        page = f"{server.url}lab/tree/x.ipynb"
+        assert json.loads(ok(run_cli("list", "--json", "--url", page, "--token", server.token))) == []
         dead = f"http://127.0.0.1:{free_port()}/"
         assert "cannot reach the server at" in one_error(run_cli("list", "--url", dead))
     with server.environment(**empty, JUPYTER_KERNEL_SESSIONS_URL=server.url,
                             JUPYTER_TOKEN=server.token):
         assert ok(run_cli("create", "env")).strip() == "created env (python3, idle)"
         assert ok(run_cli("delete", "env")).strip() == "deleted env"
+
+
+def test_attached_clients_are_counted_once() -> None:
+    from kernel_sessions.cli_render import attached_count
+
+    one_notebook = {"notebooks": [{"path": "a.ipynb"}], "kernel": {"connections": 1}}
+    assert attached_count(one_notebook) == 1
+    assert attached_count({"notebooks": [], "kernel": {"connections": 2}}) == 2
+    assert attached_count({"kernel": {}}) == 0
+
+
+@pytest.mark.parametrize(("url", "base", "token"), [
+    ("localhost:8888", "http://localhost:8888/", None),
+    ("http://h:8888/lab?token=abc", "http://h:8888/", "abc"),
+    ("http://h:8888/base/lab/tree/x.ipynb?token=t&x=1", "http://h:8888/base/", "t"),
+    ("https://h/base/", "https://h/base/", None),
+    ("http://h:8888/tree", "http://h:8888/", None),
+])
+def test_server_urls_as_users_paste_them(url: str, base: str, token: str | None) -> None:
+    from kernel_sessions.discovery import split_url
+
+    assert split_url(url) == (base, token)
 
 
 @pytest.fixture(autouse=True)
@@ -223,3 +270,33 @@ def _no_url_env() -> Iterator[None]:
              if k in os.environ}
     yield
     os.environ.update(saved)
+
+
+def test_an_html_answer_is_an_error_not_an_empty_list(tmp_path: Path) -> None:
+    """A URL that is not the server's API (a proxy's login page, a web app) answers HTML with
+    200: that is an error, never "no sessions"."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            body = b"<html><body>Sign in</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/lab"
+        line = one_error(run_cli("list", "--url", url, "--token", "t"))
+        assert "is not JSON" in line
+    finally:
+        httpd.shutdown()
+        thread.join(10)

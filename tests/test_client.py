@@ -259,3 +259,17 @@ def test_auto_sessions(server: LiveServer) -> None:
                 proc.kill()
                 proc.wait(30)
         server.api("DELETE", "sessions/named-a")
+
+
+def test_client_calls_do_not_log_a_line_each(server: LiveServer,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Under papermill or nbclient (logging at INFO) the API calls stay quiet."""
+    import logging
+
+    from kernel_sessions.client_rest import RestClient
+
+    caplog.set_level(logging.INFO)
+    with RestClient(server.url, server.token) as api:
+        api.list_sessions()
+        api.pool()
+    assert not [r for r in caplog.records if r.name.startswith("httpx")], caplog.text

@@ -255,3 +255,18 @@ async def test_a_notebook_saved_before_a_rename_finds_the_renamed_session(
     assert k["id"] == ks.kernel_id("etl") != kid
     await ks.delete("etl3")
     assert ks.renamed_to("etl2") is None
+
+
+async def test_auto_sessions_stay_out_of_the_launcher(jp_fetch: Any, ks: Any) -> None:
+    """A leased session (a script's ``connect()``) is not listed as a kernelspec, but its spec
+    still resolves by name."""
+    code, _ = await call(jp_fetch, "api", "kernel-sessions", "sessions", "auto-h-1-2", "lease",
+                         method="POST", body={"owner": "h:1"})
+    assert code in (200, 201)
+    await ks.create("named")
+    code, specs = await call(jp_fetch, "api", "kernelspecs")
+    assert code == 200
+    assert "session.named" in specs["kernelspecs"]
+    assert "session.auto-h-1-2" not in specs["kernelspecs"]
+    code, spec = await call(jp_fetch, "api", "kernelspecs", "session.auto-h-1-2")
+    assert code == 200 and spec["spec"]["display_name"] == "auto-h-1-2 (session)"

@@ -143,11 +143,15 @@ def test_panel_session_lifecycle(lab: LabServer, page: Any) -> None:
     expect(row).to_have_attribute("data-state", "idle")
     expect(row.locator(".jp-KernelSessions-meta").first).to_contain_text("python3")
 
-    # a second session of the same name: the server's refusal shows as a notification
+    # a second session of the same name: the dialog comes back with the server's reason and
+    # the name as typed, until it is changed or cancelled
     panel.locator('[data-action="new"]').click()
     dialog.locator(".jp-KernelSessions-nameInput").fill(SESSION)
     dialog.locator(".jp-mod-accept").click()
-    expect(page.locator(".jp-toast-message", has_text="already exists").first).to_be_visible()
+    expect(dialog.locator(".jp-KernelSessions-dialogError")).to_contain_text("already exists")
+    expect(dialog.locator(".jp-KernelSessions-nameInput")).to_have_value(SESSION)
+    dialog.locator(".jp-mod-reject").click()
+    expect(dialog).to_have_count(0)
 
     # attach the notebook to it
     row.locator('[data-action="attach"]').click()
@@ -315,6 +319,8 @@ def test_panel_actions(lab: LabServer, page: Any) -> None:
 
     # restart empties the namespace (after confirming); the checkpoint stays
     row.locator('[data-action="restart"]').click()
+    restart_dialog = page.locator(".jp-Dialog", has_text="Restart Kernel Session")
+    expect(restart_dialog).to_contain_text("its checkpoints are kept")
     accept_dialog(page, "Restart Kernel Session")
     expect(row.locator(".jp-KernelSessions-meta").first).to_contain_text("1× restarted")
     expect(row.locator('tr[data-variable="y"]')).to_have_count(0)
@@ -336,3 +342,56 @@ def test_panel_actions(lab: LabServer, page: Any) -> None:
     page.on("request", lambda r: "/api/kernel-sessions/" in r.url and requests.append(r.url))
     page.wait_for_timeout(IDLE_WINDOW * 1000)
     assert len(requests) <= 2 * IDLE_WINDOW, requests
+
+
+def test_panel_shows_a_hung_kernel(lab: LabServer, page: Any) -> None:
+    """A SIGSTOPped session kernel shows as unresponsive with a warning, then idle again."""
+    import sqlite3
+
+    expect = playwright_api.expect
+    name = "frozen"
+    assert lab.call("POST", "api/kernel-sessions/sessions", {"name": name})[0] == 201
+    registry = lab.base / "sessions" / "registry.sqlite3"
+    with sqlite3.connect(f"file:{registry}?mode=ro", uri=True) as conn:
+        (pid,) = conn.execute("SELECT pid FROM sessions WHERE name=?", (name,)).fetchone()
+    page.goto(f"{lab.url}lab?reset&token={lab.token}")
+    page.locator('li[data-id="kernel-sessions-panel"]').click()
+    row = page.locator(f'li.jp-KernelSessions-session[data-session="{name}"]')
+    expect(row).to_have_attribute("data-state", "idle")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        expect(row).to_have_attribute("data-state", "unresponsive", timeout=60_000)
+        expect(row.locator('[data-warning="unresponsive"]')).to_contain_text("heartbeat")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    expect(row).to_have_attribute("data-state", "idle", timeout=60_000)
+    expect(row.locator('[data-warning="unresponsive"]')).to_have_count(0)
+    assert lab.call("DELETE", f"api/kernel-sessions/sessions/{name}")[0] == 204
+
+
+def test_panel_shows_a_hibernated_session_and_wakes_it(lab: LabServer, page: Any) -> None:
+    """Hibernated is a normal state: its checkpoint, no uptime, no error, and a Wake action."""
+    expect = playwright_api.expect
+    name = "sleepy"
+    assert lab.call("POST", "api/kernel-sessions/sessions", {"name": name})[0] == 201
+    code, out = lab.call("POST", f"api/kernel-sessions/sessions/{name}/execute",
+                         {"code": "kept = 41 + 1"})
+    assert code == 200 and out["status"] == "ok", out
+    assert lab.call("PATCH", f"api/kernel-sessions/sessions/{name}", {"ttl": 1})[0] == 200
+    page.goto(f"{lab.url}lab?reset&token={lab.token}")
+    page.locator('li[data-id="kernel-sessions-panel"]').click()
+    row = page.locator(f'li.jp-KernelSessions-session[data-session="{name}"]')
+    expect(row).to_have_attribute("data-state", "hibernated", timeout=60_000)  # idle past ttl
+    meta = row.locator(".jp-KernelSessions-meta").first
+    expect(meta.locator(".jp-KernelSessions-hibernated")).to_have_text("hibernated")
+    expect(meta).not_to_contain_text("up ")
+    expect(row.locator(".jp-KernelSessions-lastCheckpoint")).to_contain_text("checkpoint")
+    row.locator(".jp-KernelSessions-toggle").click()
+    expect(row.locator(".jp-KernelSessions-details")).to_contain_text("Wake it to list them")
+    expect(row.locator(".jp-KernelSessions-inlineError")).to_have_count(0)
+    assert lab.call("PATCH", f"api/kernel-sessions/sessions/{name}", {"ttl": None})[0] == 200
+    row.locator('[data-action="wake"]').click()
+    expect(row).to_have_attribute("data-state", "idle", timeout=60_000)
+    expect(row.locator('[data-action="wake"]')).to_have_count(0)
+    expect(row.locator('tr[data-variable="kept"] .jp-KernelSessions-varPreview')).to_have_text("42")
+    assert lab.call("DELETE", f"api/kernel-sessions/sessions/{name}?purge=true")[0] == 204

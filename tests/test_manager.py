@@ -52,7 +52,7 @@ async def ks(make_ks):
 
 
 def pid_of(ks: KernelSessionManager, name: str) -> int:
-    return ks._model(name).pid
+    return ks.model(name).pid
 
 
 async def test_contract_script(tmp_path):
@@ -259,9 +259,9 @@ async def test_transitions_reach_an_event_logger(make_ks):
 
 async def test_invalid_transition_raises(ks):
     model = await ks.create("t")
-    ks._transition(model, "hibernated", "test")  # idle -> hibernated is allowed ...
+    ks.transition(model, "hibernated", "test")  # idle -> hibernated is allowed ...
     with pytest.raises(InvalidTransition):
-        ks._transition(model, "busy", "test")  # ... but hibernated -> busy is not
+        ks.transition(model, "busy", "test")  # ... but hibernated -> busy is not
     assert model.state == "hibernated"
 
 

@@ -21,9 +21,9 @@ NOTEBOOKS = [NOTEBOOK_DIR / "programmatic-access.ipynb"]
 # notebooks that use a server -> what their results (text/plain) must contain, in order
 SERVER_NOTEBOOKS = {
     "named-sessions": [
-        "('etl', 'idle', 'python3')",
+        "('example-attach', 'idle', 'python3')",
         "[1, 2, 3]",
-        "'etl (session)'",
+        "'example-attach (session)'",
         "(True, ['report.ipynb'])",
         "([], 'idle', [1, 2, 3])",
         "False",
@@ -34,7 +34,7 @@ SERVER_NOTEBOOKS = {
         "('weights', 'numpy.ndarray', [100, 10], 8000)",
         "('baseline', ['config', 'np', 'score', 'weights'], [])",
         "(['config', 'np', 'score', 'weights'], ['scratch'], '500.0')",
-        "('model-b', \"{'lr': 0.01, 'epochs': 3}\")",
+        "('example-model-b', \"{'lr': 0.01, 'epochs': 3}\")",
         "(True, '500.0')",
     ],
 }

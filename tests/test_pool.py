@@ -101,6 +101,27 @@ async def test_independent_handout_has_no_parent_poller(mkm):
         kc.stop_channels()
 
 
+async def test_spares_start_quietly_with_a_short_command_line(make_mkm, capfd):
+    """No console banner in the server's output, and ``ps`` shows a readable command line
+    (the start-up line names an installer file instead of carrying the module source)."""
+    import psutil
+
+    mkm = await make_mkm()  # its spares start while capfd holds this process's stdout
+    await wait_for(lambda: ready(mkm) == 1, 30)
+    kid = await mkm.start_kernel(kernel_name="python3")
+    kc = started_client(mkm.get_kernel(kid))
+    try:
+        assert await value(kc, "6 * 7") == 42
+    finally:
+        kc.stop_channels()
+    cmdline = psutil.Process(mkm.get_kernel(kid).provisioner.pid).cmdline()
+    assert sum(len(a) for a in cmdline) < 1000, cmdline
+    assert any("kernel-sessions-fixup-" in a for a in cmdline)
+    out, err = capfd.readouterr()
+    assert "NOTE: When using the `ipython kernel` entry point" not in out + err
+    assert "--existing" not in out + err
+
+
 async def test_miss_falls_back_to_a_cold_start(make_mkm):
     m = await make_mkm(pool_fill_delay=60)
     a = await m.start_kernel(kernel_name="python3")  # the spare
@@ -127,7 +148,8 @@ async def test_live_resize(mkm):
     await wait_for(lambda: ready(mkm) == 2, 30)
     mkm.pool_sizes = {"python3": 0}
     await wait_for(lambda: mkm.pool_stats()["python3"]["ready"] == 0, 10)
-    assert mkm.kernel_count() == 0
+    # retired spares count until their processes are gone (a limit counts processes)
+    await wait_for(lambda: mkm.kernel_count() == 0, 30)
 
 
 async def test_limit_counts_spares_and_raises_clearly(make_mkm):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 
 import pytest
@@ -57,8 +58,70 @@ def test_rows_round_trip_and_conflicts(tmp_path):
     reg.delete("etl2")
     with pytest.raises(SessionNotFound):
         reg.get("etl2")
-    with pytest.raises(SessionNotFound):
-        reg.save(m)
+    assert reg.save(m) is False  # a deleted session's writer changes nothing
+    reg.close()
+
+
+def test_a_stale_writer_cannot_overwrite_a_newer_session_of_the_name(tmp_path):
+    reg = Registry(tmp_path / "r.sqlite3")
+    old = SessionModel(name="etl", kernel_id="k1", kernel_name="python3", generation="g1")
+    reg.insert(old)
+    reg.delete("etl", "g1")
+    new = SessionModel(name="etl", kernel_id="k2", kernel_name="python3", generation="g2")
+    reg.insert(new)
+    old.state = "dead"
+    assert reg.save(old) is False
+    reg.delete("etl", "g1")  # a stale delete leaves the new row alone too
+    assert reg.get("etl").kernel_id == "k2" and reg.get("etl").state == "starting"
+    reg.close()
+
+
+def _raw_insert(path, **row):
+    conn = sqlite3.connect(path)
+    cols = ", ".join(row)
+    conn.execute(f"INSERT INTO sessions ({cols}) VALUES ({', '.join('?' * len(row))})",
+                 list(row.values()))
+    conn.commit()
+    conn.close()
+
+
+def test_unreadable_rows_are_quarantined_with_a_reason(tmp_path):
+    path = tmp_path / "r.sqlite3"
+    reg = Registry(path)
+    reg.insert(SessionModel(name="good", kernel_id="k", kernel_name="python3"))
+    base = {"kernel_id": "k", "kernel_name": "python3", "restarts": 0, "connection_info": "{}"}
+    _raw_insert(path, name="badjson", state="idle", tags="{not json", **base)
+    _raw_insert(path, name="badstate", state="levitating", tags="{}", **base)
+    _raw_insert(path, name="Bad Name!", state="idle", tags="{}", **base)
+    _raw_insert(path, name="badtags", state="idle", tags="[1, 2]", **base)
+    assert [m.name for m in reg.list()] == ["good"]
+    reasons = {q["name"]: q["reason"] for q in reg.quarantined()}
+    assert set(reasons) == {"badjson", "badstate", "Bad Name!", "badtags"}
+    assert "not JSON" in reasons["badjson"] and "levitating" in reasons["badstate"]
+    assert reg.names() == ["good"]  # kept aside, out of the sessions table
+    reg.close()
+
+
+def test_a_registry_path_that_is_a_directory_falls_back(tmp_path):
+    path = tmp_path / "reg"
+    path.mkdir()
+    reg = Registry(path)
+    assert reg.degraded and str(tmp_path) not in reg.degraded
+    reg.insert(SessionModel(name="x", kernel_id="k", kernel_name="python3"))
+    assert [m.name for m in reg.list()] == ["x"]
+    reg.close()
+
+
+def test_a_read_only_registry_falls_back_with_its_rows(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes read-only files; the directory case covers the fallback")
+    path = tmp_path / "r.sqlite3"
+    reg = Registry(path)
+    reg.insert(SessionModel(name="kept", kernel_id="k", kernel_name="python3"))
+    reg.close()
+    os.chmod(path, 0o400)
+    reg = Registry(path)
+    assert reg.degraded and [m.name for m in reg.list()] == ["kept"]
     reg.close()
 
 

@@ -860,7 +860,10 @@ def _encode_json(obj: Any, max_bytes: int) -> dict[str, Any]:
         return {"error": "not_json", "detail": _exc_name(exc)}
     if len(text) > max_bytes:  # ensure_ascii, so characters are bytes
         return {"error": "too_large", "size": len(text)}
-    return {"value": value, "size": len(text)}
+    # the decoded text, not ``value``: the reply's repr is made by the kernel's display
+    # formatter, which would call a list subclass's __len__ or __repr__ (user code that may
+    # raise or never return); the decoded copy holds builtins only
+    return {"value": json.loads(text), "size": len(text)}
 
 
 def _encode_repr(obj: Any, max_bytes: int) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import errno
 import hashlib
 import importlib
 import io
@@ -38,6 +39,7 @@ import json
 import os
 import pickle
 import secrets
+import stat
 import struct
 import sys
 import sysconfig
@@ -114,6 +116,10 @@ class _LoadError(Exception):
     """A blob could not be restored; the message is the reason reported for its variables."""
 
 
+class _NotRegular(OSError):
+    """A FIFO, device or directory where a blob file should be."""
+
+
 class _Payload(NamedTuple):
     serializer: str
     kind: int
@@ -137,9 +143,51 @@ def _describe(exc: BaseException) -> str:
 
 
 def _type_name(obj: object) -> str:
-    t = type(obj)
-    mod, qual = getattr(t, "__module__", None), getattr(t, "__qualname__", t.__name__)
+    t = type(obj)  # never obj.__class__: that may run (and break in) user code
+    try:
+        mod, qual = getattr(t, "__module__", None), getattr(t, "__qualname__", t.__name__)
+    except Exception:  # a metaclass whose attributes raise
+        return type.__repr__(t)[:REASON_MAX_CHARS]
     return qual if mod in (None, "builtins") else f"{mod}.{qual}"
+
+
+class _Skip(NamedTuple):
+    """Why a variable was not saved; ``failed``: something went wrong (the checkpoint is then
+    partial), as opposed to objects that are never saved by nature (locks, open files)."""
+
+    reason: str
+    failed: bool = True
+    errno: str | None = None
+
+
+def _write_problem(exc: BaseException) -> _Skip:
+    """A failed blob write, without the file name (no absolute paths in reasons)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        return _Skip(f"write failed: {exc.strerror or 'error'} ({name})", True, name)
+    return _Skip("write failed: " + _describe(exc), True, None)
+
+
+def _open_regular(path: str) -> Any:
+    """``path`` opened for reading only if it is a regular file: O_NONBLOCK, so a FIFO or a
+    device never blocks the open, and O_NOFOLLOW; raises _NotRegular otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _O_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _NotRegular("not a regular file")
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _regular_size(path: str) -> int | None:
+    """Size of ``path`` if it is a regular file (not followed if a link), else None."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def _unsavable_reason(t: type, cache: dict[type, str | None]) -> str | None:
@@ -167,7 +215,7 @@ class _FastPickler(pickle.Pickler):
         reason = _unsavable_reason(type(obj), self.reasons)
         if reason:
             raise _Unsavable("contains " + reason)
-        is_code = isinstance(obj, (type, types.FunctionType))
+        is_code = issubclass(type(obj), (type, types.FunctionType))
         if is_code and getattr(obj, "__module__", None) == "__main__":
             raise _NeedsDill(getattr(obj, "__qualname__", "?"))
         return NotImplemented
@@ -347,10 +395,9 @@ def _store(blob_dir: str, payload: _Payload, alg: str = HASH_SHA256,
     key, unchanged = _tracked_key(payload, header, alg, tracker)
     hit = _hashes.get(key) if unchanged else None
     if hit is not None and hit[1] == size:
-        with contextlib.suppress(OSError):
-            if os.stat(blob_path(blob_dir, hit[0])).st_size == size:
-                _hashes_next[key] = hit
-                return hit[0], size, False
+        if _regular_size(blob_path(blob_dir, hit[0])) == size:
+            _hashes_next[key] = hit
+            return hit[0], size, False
     digest = _hasher(alg)
     for chunk in chunks:
         digest.update(chunk)
@@ -358,9 +405,8 @@ def _store(blob_dir: str, payload: _Payload, alg: str = HASH_SHA256,
     final = blob_path(blob_dir, sha)
     if key is not None:
         _hashes_next[key] = (sha, size)
-    with contextlib.suppress(OSError):
-        if os.stat(final).st_size == size:
-            return sha, size, False
+    if _regular_size(final) == size:  # a FIFO or device planted there is replaced
+        return sha, size, False
     subdir = os.path.dirname(final)
     _ensure_dir(subdir)
     tmp = os.path.join(subdir, f".{sha[:16]}.{os.getpid()}.{secrets.token_hex(6)}{TMP_SUFFIX}")
@@ -492,7 +538,12 @@ def _alias_groups(ns: dict, names: list[str]) -> list[list[str]]:
     owner: dict[int, str] = {}
     keepalive: list[Any] = []
     for name in names:
-        for oid in _reachable_ids(ns[name], keepalive):
+        try:
+            reachable = _reachable_ids(ns[name], keepalive)
+        except Exception:  # e.g. a __class__ or __getattribute__ that raises: saved alone
+            reachable = {id(ns[name])}
+            keepalive.append(ns[name])
+        for oid in reachable:
             other = owner.setdefault(oid, name)
             if other != name:
                 parent[find(name)] = find(other)
@@ -562,18 +613,23 @@ def dump_namespace(ns: dict, blob_dir: str, *, names: list[str] | None = None,
     main = main if getattr(main, "__dict__", None) is ns else None
     reasons: dict[type, str | None] = {}
 
-    def skip(name: str, reason: str) -> None:
-        skipped.append({"name": name, "type": _type_name(ns[name]), "reason": reason})
+    def skip(name: str, why: _Skip) -> None:
+        entry = {"name": name, "type": _type_name(ns[name]), "reason": why.reason}
+        if why.failed:
+            entry["failed"] = True
+        if why.errno:
+            entry["errno"] = why.errno
+        skipped.append(entry)
 
-    def attempt(members: list[str]) -> _Payload | str:
+    def attempt(members: list[str]) -> _Payload | _Skip:
         single = len(members) == 1
         obj = ns[members[0]] if single else {m: ns[m] for m in members}
         try:
             return _serialize(obj, KIND_SINGLE if single else KIND_GROUP, main, reasons)
-        except _Unsavable as exc:
-            return str(exc)
+        except _Unsavable as exc:  # by nature (an OS resource inside); "dill is not
+            return _Skip(str(exc), failed="dill is not installed" in str(exc))  # installed": failed
         except Exception as exc:
-            return _describe(exc)
+            return _Skip(_describe(exc))
 
     alg = preferred_hash()
     pending: list[tuple[list[str], _Payload]] = []  # serialized, to be hashed and written
@@ -624,7 +680,7 @@ def dump_namespace(ns: dict, blob_dir: str, *, names: list[str] | None = None,
         for (members, payload), outcome in zip(pending, stored):
             if isinstance(outcome, BaseException):
                 for m in members:
-                    skip(m, "write failed: " + _describe(outcome))
+                    skip(m, _write_problem(outcome))
                 continue
             sha, size, written = outcome
             result["blobs_written"] += written
@@ -641,7 +697,7 @@ def dump_namespace(ns: dict, blob_dir: str, *, names: list[str] | None = None,
         if entry:
             variables[name] = entry
         elif reason:
-            skip(name, reason)
+            skip(name, _Skip(reason, failed=False))
         else:
             picklable.append(name)
     for members in _alias_groups(ns, picklable):
@@ -655,7 +711,7 @@ def dump_namespace(ns: dict, blob_dir: str, *, names: list[str] | None = None,
         alone = {}  # the group failed: find the culprits, keep the rest together if possible
         for m in members:
             single = attempt([m])
-            if isinstance(single, str):
+            if isinstance(single, _Skip):
                 skip(m, single)
             else:
                 alone[m] = single
@@ -692,13 +748,15 @@ def _read_verified(blob_dir: str, sha: str,
     """
     try:
         digest = _hasher(alg)
-        f = open(blob_path(blob_dir, sha), "rb", buffering=0)
+        f = _open_regular(blob_path(blob_dir, sha))
     except (ValueError, ImportError) as exc:
         raise _LoadError(str(exc)) from None
     except FileNotFoundError:
         raise _LoadError("missing blob") from None
+    except _NotRegular:
+        raise _LoadError("not a regular file") from None
     except OSError as exc:
-        raise _LoadError("cannot open blob: " + _describe(exc)) from None
+        raise _LoadError("cannot open blob: " + (exc.strerror or _describe(exc))) from None
     with f:
         size = os.fstat(f.fileno()).st_size
         try:
@@ -740,7 +798,7 @@ def _read_verified(blob_dir: str, sha: str,
 def verify_blob(blob_dir: str, sha: str, alg: str = HASH_SHA256) -> bool:
     """True if blob ``sha`` exists and its content hashes (``alg``) to ``sha``."""
     try:
-        with open(blob_path(blob_dir, sha), "rb", buffering=0) as f:
+        with _open_regular(blob_path(blob_dir, sha)) as f:
             digest = _hasher(alg)
             while chunk := f.read(IO_CHUNK):
                 digest.update(chunk)

@@ -15,8 +15,9 @@ import type { ISpecChoice } from './dialogs';
 import { checkpointTime, formatBytes } from './format';
 import type { SessionsModel } from './model';
 import { notifyError, notifySuccess, notifyWarning, reported } from './notify';
+import { errorMessage } from './request';
 import type { KernelSessionsClient } from './request';
-import type { ICheckpoint, IRestoreResult } from './types';
+import type { ICheckpoint, IRestoreResult, ISession, ISessionCreate } from './types';
 import { SESSION_SPEC_PREFIX } from './types';
 
 export namespace CommandIDs {
@@ -28,6 +29,7 @@ export namespace CommandIDs {
   export const checkpoint = 'kernel-sessions:checkpoint';
   export const restart = 'kernel-sessions:restart';
   export const interrupt = 'kernel-sessions:interrupt';
+  export const wake = 'kernel-sessions:wake';
   export const shutdown = 'kernel-sessions:shutdown';
   export const restore = 'kernel-sessions:restore';
   export const fork = 'kernel-sessions:fork';
@@ -94,6 +96,31 @@ export function registerCommands(
   const { commands } = app;
 
   /** The session an action is for: its argument, or one the user picks. */
+  /** "It is shared: …" when more than one client uses the session, else nothing. */
+  function sharedText(name: string): string {
+    const session = model.session(name);
+    if (!session) {
+      return '';
+    }
+    const clients = Math.max(session.notebooks.length, session.kernel.connections);
+    return clients > 1
+      ? `It is shared: ${clients} notebooks or consoles use it, and all of them are affected. `
+      : '';
+  }
+
+  /** What becomes of the session's state: kept in its checkpoints, or none to come back to. */
+  function checkpointText(name: string, deleting = false): string {
+    const session = model.session(name);
+    if (!session?.last_checkpoint) {
+      return deleting
+        ? 'It has no checkpoint: its variables are gone for good.'
+        : 'it has no checkpoint to come back to.';
+    }
+    return deleting
+      ? `Its checkpoints stay (a new session ${name} can restore them) unless purged.`
+      : 'its checkpoints are kept (restore the latest to get them back).';
+  }
+
   async function sessionArg(
     args: ReadonlyPartialJSONObject,
     title: string
@@ -170,19 +197,26 @@ export function registerCommands(
       if (!choices) {
         return;
       }
-      const request = await askNewSession(choices.specs, choices.defaultSpec);
-      if (!request) {
-        return;
+      // a refusal (a taken name, a full pool) asks again with the reason, keeping the answer
+      let previous: ISessionCreate | null = null;
+      let refusal: string | null = null;
+      let session: ISession | undefined;
+      while (!session) {
+        const request = await askNewSession(choices.specs, choices.defaultSpec, previous, refusal);
+        if (!request) {
+          return;
+        }
+        try {
+          session = await client.createSession(request);
+        } catch (error) {
+          previous = request;
+          refusal = `Not created: ${errorMessage(error)}`;
+        }
       }
-      const session = await reported(`Creating session ${request.name}`, () =>
-        client.createSession(request)
-      );
-      if (session) {
-        notifySuccess(`Session ${session.name} is ready (${session.kernel.name}).`);
-        await model.refresh();
-        model.setExpanded(session.name, true);
-        await refreshSpecs();
-      }
+      notifySuccess(`Session ${session.name} is ready (${session.kernel.name}).`);
+      await model.refresh();
+      model.setExpanded(session.name, true);
+      await refreshSpecs();
     }
   });
 
@@ -267,7 +301,7 @@ export function registerCommands(
         !name ||
         !(await confirm(
           'Restart Kernel Session',
-          `Restart ${name}? Its variables are lost; its checkpoints are kept.`,
+          `Restart ${name}? ${sharedText(name)}Its variables are lost; ${checkpointText(name)}`,
           'Restart'
         ))
       ) {
@@ -289,6 +323,17 @@ export function registerCommands(
     }
   });
 
+  commands.addCommand(CommandIDs.wake, {
+    label: sessionLabel('Wake', 'Wake a Hibernated Kernel Session…'),
+    execute: async args => {
+      const name = await sessionArg(args, 'Wake Session');
+      if (name) {
+        await reported(`Waking ${name}`, () => client.wakeSession(name));
+        await model.refresh();
+      }
+    }
+  });
+
   commands.addCommand(CommandIDs.shutdown, {
     label: sessionLabel('Shut Down', 'Shut Down a Kernel Session…'),
     execute: async args => {
@@ -297,7 +342,7 @@ export function registerCommands(
         !name ||
         !(await confirm(
           'Shut Down Kernel Session',
-          `Shut down ${name}? Its kernel stops and the session is deleted; notebooks attached to it lose their kernel.`,
+          `Shut down ${name}? ${sharedText(name)}Its kernel stops and the session is deleted; notebooks attached to it lose their kernel. ${checkpointText(name, true)}`,
           'Shut Down'
         ))
       ) {
@@ -404,6 +449,7 @@ export function registerCommands(
       CommandIDs.checkpoint,
       CommandIDs.restart,
       CommandIDs.interrupt,
+      CommandIDs.wake,
       CommandIDs.shutdown,
       CommandIDs.restore,
       CommandIDs.fork,

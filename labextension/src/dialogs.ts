@@ -44,7 +44,12 @@ function labelled(text: string, control: HTMLElement): HTMLLabelElement {
 
 /** The body of the "New Session" dialog. */
 export class NewSessionBody extends Widget implements Dialog.IBodyWidget<ISessionCreate> {
-  constructor(specs: ReadonlyArray<ISpecChoice>, defaultSpec: string | null, name = '') {
+  constructor(
+    specs: ReadonlyArray<ISpecChoice>,
+    defaultSpec: string | null,
+    name = '',
+    error: string | null = null
+  ) {
     super();
     this.addClass('jp-KernelSessions-dialog');
     this._name = nameInput(name);
@@ -65,6 +70,12 @@ export class NewSessionBody extends Widget implements Dialog.IBodyWidget<ISessio
       hint,
       labelled('Kernel', this._spec)
     );
+    if (error) {
+      const refusal = document.createElement('p');
+      refusal.className = 'jp-KernelSessions-dialogError';
+      refusal.textContent = error;
+      this.node.append(refusal);
+    }
   }
 
   getValue(): ISessionCreate {
@@ -84,12 +95,22 @@ export class NewSessionBody extends Widget implements Dialog.IBodyWidget<ISessio
   private _spec: HTMLSelectElement;
 }
 
-/** Ask for a new session's name and kernelspec; null when cancelled. */
+/**
+ * Ask for a new session's name and kernelspec; null when cancelled. `previous` and `error`
+ * show the dialog again after the server refused an answer: what was typed, and why.
+ */
 export async function askNewSession(
   specs: ReadonlyArray<ISpecChoice>,
-  defaultSpec: string | null
+  defaultSpec: string | null,
+  previous: ISessionCreate | null = null,
+  error: string | null = null
 ): Promise<ISessionCreate | null> {
-  const body = new NewSessionBody(specs, defaultSpec);
+  const body = new NewSessionBody(
+    specs,
+    previous?.kernel_name ?? defaultSpec,
+    previous?.name ?? '',
+    error
+  );
   const result = await showDialog({
     title: 'New Kernel Session',
     body,

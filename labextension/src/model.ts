@@ -365,7 +365,8 @@ export class SessionsModel implements IDisposable {
         ? settle(this._source.listVariables(session.name))
         : Promise.resolve<Settled<IVariableListing>>({
             value: null,
-            error: `no running kernel (${session.state})`
+            // hibernated is a normal state: the panel says so, it is no error
+            error: session.state === 'hibernated' ? null : `no running kernel (${session.state})`
           }),
       settle(this._source.listCheckpoints(session.name))
     ]);

@@ -38,6 +38,9 @@ export class ApiError extends Error {
 /** A JSON value as the API sends it. */
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
+/** Path parts a URL would resolve instead of sending. */
+const DOT_SEGMENTS: ReadonlySet<string> = new Set(['', '.', '..']);
+
 /**
  * A thin client for the kernel-sessions REST API.
  */
@@ -48,8 +51,20 @@ export class KernelSessionsClient {
 
   readonly serverSettings: ServerConnection.ISettings;
 
-  /** The URL of an API path (each part is URL-encoded). */
+  /**
+   * The URL of an API path (each part is URL-encoded). `.`, `..`, empty parts and parts
+   * holding a `/` are refused: a URL resolves dot segments, so a variable named `..` would
+   * address its session, and no name, variable or checkpoint id of the API has a `/`.
+   */
   url(...parts: string[]): string {
+    for (const part of parts) {
+      if (typeof part !== 'string' || DOT_SEGMENTS.has(part) || part.includes('/')) {
+        throw new Error(
+          `'${String(part).slice(0, 80)}' is not a valid name or id ` +
+            "(empty, '.', '..' and names with '/' are refused)"
+        );
+      }
+    }
     return URLExt.join(
       this.serverSettings.baseUrl,
       API_ROOT,
@@ -83,6 +98,11 @@ export class KernelSessionsClient {
 
   interruptSession(name: string): Promise<ISession> {
     return this.call<ISession>('POST', ['sessions', name, 'interrupt'], {});
+  }
+
+  /** Wake a hibernated session now (its checkpoint is restored into a fresh kernel). */
+  wakeSession(name: string): Promise<ISession> {
+    return this.call<ISession>('POST', ['sessions', name, 'wake'], {});
   }
 
   listVariables(name: string): Promise<IVariableListing> {
@@ -125,9 +145,11 @@ export class KernelSessionsClient {
   }
 
   /**
-   * One request: JSON in, JSON out (nothing for 204). Anything but a 2xx is an `ApiError`.
+   * One request: JSON in, JSON out (nothing for 204). Anything but a 2xx is an `ApiError`; a
+   * part `url()` refuses is a plain `Error`, thrown before anything is sent.
    */
   async call<T>(method: string, parts: string[], body?: object): Promise<T> {
+    const url = this.url(...parts); // a refused part is an Error of its own, not "network"
     const init: RequestInit = { method };
     if (body !== undefined) {
       init.body = JSON.stringify(body);
@@ -136,7 +158,7 @@ export class KernelSessionsClient {
     let response: Response;
     try {
       response = await ServerConnection.makeRequest(
-        this.url(...parts),
+        url,
         init,
         this.serverSettings
       );

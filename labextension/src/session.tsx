@@ -8,6 +8,7 @@ import {
   consoleIcon,
   linkIcon,
   refreshIcon,
+  runIcon,
   saveIcon,
   stopIcon
 } from '@jupyterlab/ui-components';
@@ -64,6 +65,7 @@ export function SessionItem(props: ISessionItemProps): React.ReactElement {
   const checkpointAt = checkpointTime(session.last_checkpoint);
   const notebooks = notebookNames(session);
   const toggle = () => props.onToggle(session.name);
+  const hibernated = session.state === 'hibernated';
   return (
     <li
       className="jp-KernelSessions-session"
@@ -86,6 +88,16 @@ export function SessionItem(props: ISessionItemProps): React.ReactElement {
           <span className="jp-KernelSessions-state">{session.state}</span>
         </button>
         <span className="jp-KernelSessions-actions">
+          {hibernated && (
+            <button
+              className="jp-KernelSessions-iconButton"
+              title={`Wake (${session.name}): restore its checkpoint into a fresh kernel`}
+              data-action="wake"
+              onClick={() => void commands.execute(CommandIDs.wake, { name: session.name })}
+            >
+              <runIcon.react tag="span" />
+            </button>
+          )}
           {ACTIONS.map(a => (
             <button
               key={a.action}
@@ -102,7 +114,13 @@ export function SessionItem(props: ISessionItemProps): React.ReactElement {
       <div className="jp-KernelSessions-meta">
         <span title="Kernelspec">{session.kernel.name}</span>
         <span title="Resident memory">{formatBytes(session.memory_rss)}</span>
-        <span title="Uptime">{created ? `up ${formatDuration((now - created.getTime()) / 1000)}` : '—'}</span>
+        {hibernated ? (
+          <span className="jp-KernelSessions-hibernated" title="Its kernel is stopped; attaching or Wake restores its checkpoint">
+            hibernated
+          </span>
+        ) : (
+          <span title="Uptime">{created ? `up ${formatDuration((now - created.getTime()) / 1000)}` : '—'}</span>
+        )}
         <span className="jp-KernelSessions-lastCheckpoint" title={session.last_checkpoint ?? 'No checkpoint yet'}>
           {checkpointAt ? `checkpoint ${formatAge(checkpointAt, now)}` : 'no checkpoint'}
         </span>
@@ -115,6 +133,11 @@ export function SessionItem(props: ISessionItemProps): React.ReactElement {
       </div>
       {session.state === 'dead' && (
         <div className="jp-KernelSessions-inlineError">{session.reason}</div>
+      )}
+      {session.state === 'unresponsive' && (
+        <div className="jp-KernelSessions-inlineError" data-warning="unresponsive">
+          {`Not answering (${session.reason}). Restart or shut it down to free it.`}
+        </div>
       )}
       {expanded && (
         <div className="jp-KernelSessions-details">
@@ -131,6 +154,7 @@ export function SessionItem(props: ISessionItemProps): React.ReactElement {
             session={session.name}
             listing={details?.variables ?? null}
             error={details?.variablesError ?? null}
+            note={hibernated ? 'Hibernated: its variables are in its checkpoint. Wake it to list them.' : null}
           />
           <CheckpointsTable
             session={session.name}

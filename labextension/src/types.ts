@@ -10,6 +10,7 @@ export type SessionState =
   | 'checkpointing'
   | 'restoring'
   | 'hibernated'
+  | 'unresponsive'
   | 'dead'
   | 'deleted';
 
@@ -20,6 +21,7 @@ export const SESSION_STATES: ReadonlyArray<SessionState> = [
   'checkpointing',
   'restoring',
   'hibernated',
+  'unresponsive',
   'dead',
   'deleted'
 ];
@@ -41,6 +43,8 @@ export interface IKernelInfo {
   name: string;
   execution_state: string | null;
   connections: number;
+  /** The kernel's process id (null without a running local kernel). */
+  pid: number | null;
 }
 
 export interface IAttachedNotebook {

@@ -19,10 +19,12 @@ export interface IVariablesTableProps {
   session: string;
   listing: IVariableListing | null;
   error: string | null;
+  /** Shown instead of the listing when there is none to show, and nothing went wrong. */
+  note?: string | null;
 }
 
 export function VariablesTable(props: IVariablesTableProps): React.ReactElement {
-  const { listing, error, session } = props;
+  const { listing, error, session, note } = props;
   const [filter, setFilter] = React.useState('');
   const [sort, setSort] = React.useState<ISortState>({ column: 'name', ascending: true });
   const rows = listing ? sortAndFilter(listing.variables, filter, sort) : [];
@@ -55,6 +57,7 @@ export function VariablesTable(props: IVariablesTableProps): React.ReactElement 
         />
       </div>
       {error && <div className="jp-KernelSessions-inlineError">{error}</div>}
+      {!error && !listing && note && <div className="jp-KernelSessions-hint">{note}</div>}
       {listing && (
         <table className="jp-KernelSessions-table jp-KernelSessions-variablesTable">
           <thead>

@@ -86,10 +86,11 @@ describe('KernelSessionsClient against a real server', () => {
   });
 
   it('encodes names in URLs', async () => {
-    const error = await rejection(c.getSession('a/b c'));
+    const error = await rejection(c.getSession('a b?c#d'));
     // one path segment that fails the naming rule, not a different route
-    expect([400, 404]).toContain(error.status);
-    expect(c.url('sessions', 'a/b c')).toMatch(/sessions\/a%2Fb%20c$/);
+    expect(error.status).toBe(400);
+    expect(error.reason).toBe('invalid_name');
+    expect(c.url('sessions', 'a b?c#d')).toMatch(/sessions\/a%20b%3Fc%23d$/);
   });
 
   it('lists the variables of a session', async () => {
@@ -181,5 +182,33 @@ describe('errorFromResponse', () => {
     expect(html.reason).toBe('http_502');
     const text = errorFromResponse({ status: 500, statusText: '' }, undefined, 'oops');
     expect(text.message).toBe('500 error: oops');
+  });
+});
+
+describe('KernelSessionsClient paths', () => {
+  it('refuses ".", "..", empty and "/" names or ids before building a URL', async () => {
+    const c = client('http://127.0.0.1:9/');
+    for (const bad of ['.', '..', '', 'a/b', '/', '../etl', 'x/..']) {
+      expect(() => c.url('sessions', 'etl', 'variables', bad)).toThrow('not a valid name or id');
+      expect(() => c.url('sessions', bad)).toThrow('not a valid name or id');
+    }
+    expect(c.url('sessions', 'etl', 'variables', '...')).toContain('/variables/...');
+    // nothing is sent: a request to port 9 would fail as a network ApiError instead
+    for (const call of [
+      () => c.deleteCheckpoint('etl', '..'),
+      () => c.restoreCheckpoint('etl', '.'),
+      () => c.deleteSession('.'),
+      () => c.deleteSession('..'),
+      () => c.getSession(''),
+      () => c.listVariables('a/b')
+    ]) {
+      const error = await call().then(
+        () => undefined,
+        (e: unknown) => e
+      );
+      expect(error).toBeInstanceOf(Error);
+      expect(error).not.toBeInstanceOf(ApiError);
+      expect((error as Error).message).toContain('not a valid name or id');
+    }
   });
 });
