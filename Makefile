@@ -64,7 +64,7 @@ test: $(VENV)/.installed-test labextension chromium
 
 # every fault test, the long race storm included (marked slow, so left out of `make test`)
 test-faults: $(VENV)/.installed-test
-	$(PY) -m pytest -q -p no:cacheprovider -s -m '' tests/test_faults_*.py
+	$(PY) -m pytest -q -p no:cacheprovider -s -m '' tests/faults
 
 bench: $(VENV)/.installed-test
 	$(PY) bench/pool.py

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from kernel_sessions.core.errors import (
     InvalidSessionName,
     InvalidTransition,
     KernelLimitError,
@@ -14,18 +14,18 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .manager import KernelSessionManager
-    from .models import SessionModel
-    from .client import connect, connect_async
-    from .pool import PooledMappingKernelManager, PooledMultiKernelManager, PoolMixin
+    from kernel_sessions.core.manager import KernelSessionManager
+    from kernel_sessions.core.models import SessionModel
+    from kernel_sessions.client import connect, connect_async
+    from kernel_sessions.pool import PooledMappingKernelManager, PooledMultiKernelManager, PoolMixin
 
 # Imported on first use: the manager pulls in jupyter_server, which takes seconds to import,
 # and the command line and the client need none of it.
 _LAZY = {
     "connect": "client",  # kernel_sessions.connect("etl"), as scripts use it
     "connect_async": "client",
-    "KernelSessionManager": "manager",
-    "SessionModel": "models",
+    "KernelSessionManager": "core.manager",
+    "SessionModel": "core.models",
     "PoolMixin": "pool",
     "PooledMappingKernelManager": "pool",
     "PooledMultiKernelManager": "pool",
@@ -63,6 +63,6 @@ __all__ = [
 
 def _jupyter_server_extension_points() -> list[dict]:
     """The jupyter_server extension (imported lazily: the package works without a server)."""
-    from .extension import KernelSessionsApp
+    from kernel_sessions.server.extension import KernelSessionsApp
 
-    return [{"module": "kernel_sessions.extension", "app": KernelSessionsApp}]
+    return [{"module": "kernel_sessions.server.extension", "app": KernelSessionsApp}]

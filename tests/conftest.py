@@ -19,6 +19,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from traitlets.config import Config
+from tests.support import REPO
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -70,7 +71,7 @@ def jp_server_config(ks_data_dir: Any) -> Config:
 
 # -- the REST API, checked against its OpenAPI document -----------------------------------------
 
-API_SPEC_PATH = Path(__file__).parent.parent / "kernel_sessions" / "api.yaml"
+API_SPEC_PATH = REPO / "kernel_sessions" / "server" / "api.yaml"
 _SPEC_URI = "urn:kernel-sessions-api"
 
 

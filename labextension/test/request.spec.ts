@@ -10,7 +10,7 @@ import { ApiError, KernelSessionsClient, errorFromResponse } from '../src/reques
 import type { IVariableListing } from '../src/types';
 
 const SPEC = fs.readFileSync(
-  path.join(__dirname, '..', '..', 'kernel_sessions', 'api.yaml'),
+  path.join(__dirname, '..', '..', 'kernel_sessions', 'server', 'api.yaml'),
   'utf8'
 );
 /** Checkpoint endpoints are tested once the API document has them. */
