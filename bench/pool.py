@@ -17,7 +17,7 @@ import psutil
 from jupyter_client.manager import AsyncKernelManager
 
 from kernel_sessions import KernelSessionManager
-from kernel_sessions.watch import fresh_client
+from kernel_sessions.core.watch import fresh_client
 
 RUNS = 10
 CREATES = 30

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from kernel_sessions import KernelSessionManager
-from kernel_sessions.kernelcode import source_install_expr
+from kernel_sessions.core.kernel_rpc import source_install_expr
 
 RUNS = 7
 SIZES = (1_000, 10_000)

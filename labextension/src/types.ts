@@ -1,5 +1,5 @@
 /**
- * The shapes of the kernel-sessions REST API (`kernel_sessions/api.yaml`) and of its events.
+ * The shapes of the kernel-sessions REST API (`kernel_sessions/server/api.yaml`) and of its events.
  */
 
 /** Every state of the session state machine. */
