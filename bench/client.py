@@ -76,7 +76,7 @@ class Server:
                                                                 os.environ.get("PYTHONPATH")]))}
         for var in ("JUPYTER_KERNEL_SESSIONS_URL", "JUPYTER_TOKEN"):
             self.env.pop(var, None)
-        cmd = [sys.executable, "-m", "kernel_sessions.cli.app", "serve", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "kernel_sessions.cli", "serve", "--port", str(self.port),
                f"--ServerApp.token={self.token}", "--ServerApp.port_retries=0",
                f"--ServerApp.root_dir={base / 'root'}", "--ServerApp.log_level=WARN"]
         if hasattr(os, "getuid") and os.getuid() == 0:

@@ -21,7 +21,6 @@ Standard library only: this module runs inside the user's kernel.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import mmap
 import os
 import platform
@@ -33,6 +32,13 @@ from typing import Any
 TRACK_MIN_BYTES = 1 << 20  # smaller buffers are cheaper to hash than to track
 MAX_TRACKED = 4096  # ranges registered at once (each may split a mapping in two or three)
 SCAN_REGIONS = 64  # page regions fetched per PAGEMAP_SCAN call
+
+def _ioctl(fd: int, request: int, arg: Any) -> Any:
+    """``fcntl.ioctl``, imported on use: only a tracker that opened (so fcntl exists) calls it."""
+    import fcntl
+
+    return fcntl.ioctl(fd, request, arg)
+
 
 _SYSCALL_USERFAULTFD = {"x86_64": 323, "aarch64": 282}  # others: not tracked
 _UFFD_USER_MODE_ONLY = 1
@@ -85,6 +91,8 @@ class PageTracker:
         if not sys.platform.startswith("linux") or number is None:
             return False
         try:
+            import fcntl  # here, not at the top: a platform without it just hashes
+
             libc = ctypes.CDLL(None, use_errno=True)
             fd = libc.syscall(number, os.O_CLOEXEC | os.O_NONBLOCK | _UFFD_USER_MODE_ONLY)
             if fd < 0:
@@ -146,7 +154,7 @@ class PageTracker:
             return False
         start, end = key
         try:
-            fcntl.ioctl(self._uffd, _UFFDIO_REGISTER,
+            _ioctl(self._uffd, _UFFDIO_REGISTER,
                         bytearray(struct.pack("QQQQ", start, end - start,
                                               _UFFDIO_REGISTER_MODE_WP, 0)))
             if not self._scan_private(start, end):  # shared: others' writes go unseen
@@ -160,7 +168,7 @@ class PageTracker:
 
     def _protect(self, start: int, end: int) -> None:
         if start < end:
-            fcntl.ioctl(self._uffd, _UFFDIO_WRITEPROTECT,
+            _ioctl(self._uffd, _UFFDIO_WRITEPROTECT,
                         bytearray(struct.pack("QQQ", start, end - start,
                                               _UFFDIO_WRITEPROTECT_MODE_WP)))
 
@@ -179,7 +187,7 @@ class PageTracker:
             arg = bytearray(_SCAN_ARG.pack(_SCAN_ARG.size, flags, start, end, 0,
                                            ctypes.addressof(vec), SCAN_REGIONS, 0,
                                            inverted, mask, anyof, report))
-            found = fcntl.ioctl(self._pagemap, _PAGEMAP_SCAN, arg)
+            found = _ioctl(self._pagemap, _PAGEMAP_SCAN, arg)
             if found and not flags & _PM_SCAN_WP_MATCHING:
                 return False
             walk_end = _SCAN_ARG.unpack(arg)[4]

@@ -62,7 +62,7 @@ class LiveServer:
         for var in ("JUPYTER_KERNEL_SESSIONS_URL", "JUPYTER_TOKEN"):
             self.env.pop(var, None)
         self.log = open(base / "server.log", "w")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "kernel_sessions.cli.app", "serve", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "kernel_sessions.cli", "serve", "--port", str(self.port),
                f"--ServerApp.token={self.token}", "--ServerApp.port_retries=0",
                f"--ServerApp.root_dir={base / 'root'}"]
         if hasattr(os, "getuid") and os.getuid() == 0:

@@ -138,3 +138,35 @@ def test_a_deleted_blob_is_written_again(blobs):
     assert again["blobs_written"] == 1
     assert snapshot.verify_blob(blobs, blob_of(again, "big"), again["variables"]["big"]["hash"])
     assert pickle.loads(pickle.dumps(ns["big"])).shape == (MIB,)
+
+
+NO_FCNTL = r"""
+import importlib.util, sys
+sys.modules["fcntl"] = None  # as on a platform without it: ``import fcntl`` raises ImportError
+from kernel_sessions.kernel import snapshot
+spec = importlib.util.spec_from_file_location("dirty_without_fcntl", snapshot.__file__.replace("snapshot.py", "dirty.py"))
+dirty = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(dirty)
+t = dirty.PageTracker()
+buf = bytearray(4 << 20)
+ns = {"big": buf, "small": [1, 2, 3]}
+first = snapshot.dump_namespace(ns, sys.argv[1], tracker=t)
+buf[123] = 7
+again = snapshot.dump_namespace(ns, sys.argv[1], tracker=t)
+restored = {}
+report = snapshot.load_namespace(restored, sys.argv[1], again["variables"])
+import ctypes
+addr = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+print(t.available, t.unchanged(addr, len(buf)), again["blobs_written"],
+      restored["big"] == buf, restored["small"], bool(report["refused"]))
+"""
+
+
+def test_without_fcntl_the_tracker_is_off_and_checkpoints_still_work(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", NO_FCNTL, str(tmp_path / "blobs")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "1", "True", "[1,", "2,", "3]", "False"]
