@@ -12,7 +12,7 @@ LABEXT_SOURCES := $(wildcard labextension/src/* labextension/style/*) labextensi
 UNLINK_LABEXT := [ ! -L $(LABEXT_LINK) ] || rm $(LABEXT_LINK)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-faults bench clean labextension chromium
+.PHONY: run test lint test-faults bench clean labextension chromium
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -59,7 +59,12 @@ run: $(VENV)/.installed labextension
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser \
 		$$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
-test: $(VENV)/.installed-test labextension chromium
+# static checks: ruff (lint + format) and mypy on the Python side, eslint + prettier on the panel
+lint: $(VENV)/.installed-test labextension/node_modules/.package-lock.json
+	$(VENV)/bin/ruff check kernel_sessions tests bench
+	$(VENV)/bin/ruff format --check kernel_sessions tests bench
+
+test: $(VENV)/.installed-test labextension chromium lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # every fault test, the long race storm included (marked slow, so left out of `make test`)

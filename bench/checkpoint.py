@@ -70,9 +70,12 @@ async def execute(ks: KernelSessionManager, name: str, code: str, timeout: float
     out: list[str] = []
     try:
         reply = await kc.execute_interactive(
-            code, timeout=timeout,
-            output_hook=lambda m: out.append(m["content"].get("text", ""))
-            if m["msg_type"] == "stream" else None)
+            code,
+            timeout=timeout,
+            output_hook=lambda m: (
+                out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None
+            ),
+        )
     finally:
         kc.stop_channels()
     if reply["content"]["status"] != "ok":
@@ -99,8 +102,9 @@ def med(values: list[float]) -> float:
 async def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="ks-bench-ckpt-", dir=os.environ.get("BENCH_DIR")))
     try:
-        async with KernelSessionManager(data_dir=str(base / "data"), root_dir=str(base),
-                                        pool_sizes={"python3": 2}) as ks:
+        async with KernelSessionManager(
+            data_dir=str(base / "data"), root_dir=str(base), pool_sizes={"python3": 2}
+        ) as ks:
             ks.checkpointing.auto_checkpoint = False
             await ks.create("bench")
             await execute(ks, "bench", MAKE)
@@ -113,11 +117,25 @@ async def main() -> int:
                 t0 = time.perf_counter()
                 manifest = await ks.checkpoint("bench")
                 ours.append(time.perf_counter() - t0)
-                pickle5.append(float(await execute(
-                    ks, "bench", f"print(_ks_bench_dump({str(base / 'p5.pkl')!r}, 'pickle5'))")))
+                pickle5.append(
+                    float(
+                        await execute(
+                            ks,
+                            "bench",
+                            f"print(_ks_bench_dump({str(base / 'p5.pkl')!r}, 'pickle5'))",
+                        )
+                    )
+                )
             for _ in range(RUNS):
-                dill_dump.append(float(await execute(
-                    ks, "bench", f"print(_ks_bench_dump({str(base / 'dill.pkl')!r}, 'dill'))")))
+                dill_dump.append(
+                    float(
+                        await execute(
+                            ks,
+                            "bench",
+                            f"print(_ks_bench_dump({str(base / 'dill.pkl')!r}, 'dill'))",
+                        )
+                    )
+                )
             size = manifest["bytes"]
 
             restore_all, restore_arrays, dill_load = [], [], []
@@ -134,8 +152,11 @@ async def main() -> int:
                 await ks.delete(f"arr{i}")
                 await warm_pool(ks)
                 await ks.create(f"dl{i}")
-                dill_load.append(float(await execute(
-                    ks, f"dl{i}", LOAD_DILL.format(path=str(base / "dill.pkl")))))
+                dill_load.append(
+                    float(
+                        await execute(ks, f"dl{i}", LOAD_DILL.format(path=str(base / "dill.pkl")))
+                    )
+                )
                 await ks.delete(f"dl{i}")
 
             incremental, written = [], []
@@ -165,29 +186,55 @@ async def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
 
     gib = size / 2**30
-    print(f"kernel-sessions checkpoint benchmark  (python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} cores, median of {RUNS})")
+    print(
+        f"kernel-sessions checkpoint benchmark  (python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} cores, median of {RUNS})"
+    )
     print(f"  namespace: {gib:.2f} GiB (8 x 128 MiB arrays, 10M-row DataFrame, 10k small objects)")
     print(f"  checkpoint (ours, full):      {med(ours) * 1000:8.0f} ms")
-    print(f"  pickle.dump protocol 5:       {med(pickle5) * 1000:8.0f} ms   "
-          f"ours/pickle5 = {med(ours) / med(pickle5):.2f}x   (goal <= 1.2x)")
-    print(f"  dill.dump_module:             {med(dill_dump) * 1000:8.0f} ms   "
-          f"dill/ours = {med(dill_dump) / med(ours):.1f}x faster   (goal >= 8x)")
-    print(f"  restore into a fresh kernel:  {med(restore_all) * 1000:8.0f} ms   "
-          f"(all {gib:.2f} GiB)")
-    print(f"  restore 1 GiB of arrays:      {med(restore_arrays) * 1000:8.0f} ms   (goal <= 500 ms)")
-    print(f"  dill.load_module:             {med(dill_load) * 1000:8.0f} ms   "
-          f"dill/ours = {med(dill_load) / med(restore_all):.1f}x")
-    print(f"  incremental after 1 MiB:      {med(incremental) * 1000:8.0f} ms, "
-          f"{statistics.median(written) / 2**20:.2f} MiB written   (goal <= 100 ms)")
-    print(f"  background (fork) checkpoint: {med(bg_total) * 1000:8.0f} ms in all; kernel paused "
-          f"{med(bg_pause) * 1000:.0f} ms (in-kernel: the whole checkpoint); a cell meanwhile "
-          f"answered in {med(bg_answer) * 1000:.0f} ms   (moonshot goal: pause <= 20 ms)")
-    print(json.dumps({"ours": ours, "pickle5": pickle5, "dill": dill_dump,
-                      "restore": restore_all, "restore_arrays": restore_arrays,
-                      "dill_load": dill_load, "incremental": incremental,
-                      "background": bg_total, "background_pause": bg_pause,
-                      "background_cell": bg_answer}))
+    print(
+        f"  pickle.dump protocol 5:       {med(pickle5) * 1000:8.0f} ms   "
+        f"ours/pickle5 = {med(ours) / med(pickle5):.2f}x   (goal <= 1.2x)"
+    )
+    print(
+        f"  dill.dump_module:             {med(dill_dump) * 1000:8.0f} ms   "
+        f"dill/ours = {med(dill_dump) / med(ours):.1f}x faster   (goal >= 8x)"
+    )
+    print(
+        f"  restore into a fresh kernel:  {med(restore_all) * 1000:8.0f} ms   (all {gib:.2f} GiB)"
+    )
+    print(
+        f"  restore 1 GiB of arrays:      {med(restore_arrays) * 1000:8.0f} ms   (goal <= 500 ms)"
+    )
+    print(
+        f"  dill.load_module:             {med(dill_load) * 1000:8.0f} ms   "
+        f"dill/ours = {med(dill_load) / med(restore_all):.1f}x"
+    )
+    print(
+        f"  incremental after 1 MiB:      {med(incremental) * 1000:8.0f} ms, "
+        f"{statistics.median(written) / 2**20:.2f} MiB written   (goal <= 100 ms)"
+    )
+    print(
+        f"  background (fork) checkpoint: {med(bg_total) * 1000:8.0f} ms in all; kernel paused "
+        f"{med(bg_pause) * 1000:.0f} ms (in-kernel: the whole checkpoint); a cell meanwhile "
+        f"answered in {med(bg_answer) * 1000:.0f} ms   (moonshot goal: pause <= 20 ms)"
+    )
+    print(
+        json.dumps(
+            {
+                "ours": ours,
+                "pickle5": pickle5,
+                "dill": dill_dump,
+                "restore": restore_all,
+                "restore_arrays": restore_arrays,
+                "dill_load": dill_load,
+                "incremental": incremental,
+                "background": bg_total,
+                "background_pause": bg_pause,
+                "background_cell": bg_answer,
+            }
+        )
+    )
     return 0
 
 

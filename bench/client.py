@@ -63,32 +63,54 @@ class Server:
     def __init__(self, base: Path) -> None:
         for d in ("config", "data", "runtime", "root"):
             (base / d).mkdir()
-        (base / "config" / "jupyter_server_config.json").write_text(json.dumps({
-            "PoolMixin": {"pool_sizes": {"python3": 2}},
-            "KernelSessionManager": {"keep_kernels_on_stop": False},
-        }))
+        (base / "config" / "jupyter_server_config.json").write_text(
+            json.dumps(
+                {
+                    "PoolMixin": {"pool_sizes": {"python3": 2}},
+                    "KernelSessionManager": {"keep_kernels_on_stop": False},
+                }
+            )
+        )
         self.port, self.token = free_port(), secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.env = {**os.environ, "JUPYTER_CONFIG_DIR": str(base / "config"),
-                    "JUPYTER_DATA_DIR": str(base / "data"),
-                    "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
-                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
-                                                                os.environ.get("PYTHONPATH")]))}
+        self.env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(base / "config"),
+            "JUPYTER_DATA_DIR": str(base / "data"),
+            "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        }
         for var in ("JUPYTER_KERNEL_SESSIONS_URL", "JUPYTER_TOKEN"):
             self.env.pop(var, None)
-        cmd = [sys.executable, "-m", "kernel_sessions.cli", "serve", "--port", str(self.port),
-               f"--ServerApp.token={self.token}", "--ServerApp.port_retries=0",
-               f"--ServerApp.root_dir={base / 'root'}", "--ServerApp.log_level=WARN"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "kernel_sessions.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            f"--ServerApp.token={self.token}",
+            "--ServerApp.port_retries=0",
+            f"--ServerApp.root_dir={base / 'root'}",
+            "--ServerApp.log_level=WARN",
+        ]
         if hasattr(os, "getuid") and os.getuid() == 0:
             cmd.append("--allow-root")
         self.log = open(base / "server.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, env=self.env, cwd=base / "root", stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, env=self.env, cwd=base / "root", stdout=self.log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
-                if httpx.get(self.url + "api/kernel-sessions/pool", timeout=5, headers={
-                        "Authorization": f"token {self.token}"}).status_code == 200:
+                if (
+                    httpx.get(
+                        self.url + "api/kernel-sessions/pool",
+                        timeout=5,
+                        headers={"Authorization": f"token {self.token}"},
+                    ).status_code
+                    == 200
+                ):
                     return
             except httpx.HTTPError:
                 pass
@@ -163,19 +185,24 @@ def bench_rtt(api: KernelSessionsClient, rounds: int) -> None:
     print(f"\n1. execute round trip, {rounds} rounds each, same kernel (ZMQ, loopback)")
     print(f"   {'':28} {'p50':>11} {'p90':>11} {'mean':>11}")
     for label, xs in (("connect('bench')", ours), ("raw BlockingKernelClient", theirs)):
-        print(f"   {label:28} {ms(pct(xs, .5))} {ms(pct(xs, .9))} {ms(statistics.fmean(xs))}")
+        print(f"   {label:28} {ms(pct(xs, 0.5))} {ms(pct(xs, 0.9))} {ms(statistics.fmean(xs))}")
     ratio = statistics.median(ours) / statistics.median(theirs)
-    print(f"   ratio (p50 connect / p50 raw): {ratio:.3f}  (goal <= 1.05: "
-          f"{'met' if ratio <= 1.05 else 'NOT met'})")
-    print(f"   a ready client: connect() {ms(statistics.median(ready_connect))} (REST lookup + "
-          f"iopub handshake) vs raw start_channels + wait_for_ready "
-          f"{ms(statistics.median(ready_raw))}")
+    print(
+        f"   ratio (p50 connect / p50 raw): {ratio:.3f}  (goal <= 1.05: "
+        f"{'met' if ratio <= 1.05 else 'NOT met'})"
+    )
+    print(
+        f"   a ready client: connect() {ms(statistics.median(ready_connect))} (REST lookup + "
+        f"iopub handshake) vs raw start_channels + wait_for_ready "
+        f"{ms(statistics.median(ready_raw))}"
+    )
 
 
 def timed_process(cmd: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True, check=False)
+    proc = subprocess.run(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False
+    )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr)
@@ -187,15 +214,21 @@ def bench_list(server: Server, api: KernelSessionsClient, sessions: int, repeat:
         list(pool.map(lambda i: api.create_session(f"s{i:02d}"), range(sessions)))
     assert len(api.list_sessions()) == sessions
     jupyter = os.path.join(os.path.dirname(sys.executable), "jupyter")
-    env_url = {**server.env, "JUPYTER_KERNEL_SESSIONS_URL": server.url,
-               "JUPYTER_TOKEN": server.token}
+    env_url = {
+        **server.env,
+        "JUPYTER_KERNEL_SESSIONS_URL": server.url,
+        "JUPYTER_TOKEN": server.token,
+    }
     rows = []
     for label, cmd, env in (
         ("list, server from env", [jupyter, "kernel-sessions", "list"], env_url),
         ("list --json, server from env", [jupyter, "kernel-sessions", "list", "--json"], env_url),
         ("list, server from runtime files", [jupyter, "kernel-sessions", "list"], server.env),
-        ("python -c 'import kernel_sessions'", [sys.executable, "-c", "import kernel_sessions"],
-         server.env),
+        (
+            "python -c 'import kernel_sessions'",
+            [sys.executable, "-c", "import kernel_sessions"],
+            server.env,
+        ),
         ("python -c 'pass'", [sys.executable, "-c", "pass"], server.env),
     ):
         rows.append((label, [timed_process(cmd, env) for _ in range(repeat)]))
@@ -214,8 +247,10 @@ def bench_list(server: Server, api: KernelSessionsClient, sessions: int, repeat:
         os.environ.update(saved)
     rows.append(("main(['list']) in-process, imported", inproc))
 
-    print(f"\n2. `jupyter kernel-sessions list` with {sessions} sessions, wall time "
-          f"(median of {repeat})")
+    print(
+        f"\n2. `jupyter kernel-sessions list` with {sessions} sessions, wall time "
+        f"(median of {repeat})"
+    )
     for label, xs in rows:
         print(f"   {label:40} {ms(statistics.median(xs))}")
 
@@ -226,8 +261,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    print(f"kernel-sessions client benchmark ({os.cpu_count()} cores, "
-          f"load {os.getloadavg()[0]:.2f})")
+    print(
+        f"kernel-sessions client benchmark ({os.cpu_count()} cores, load {os.getloadavg()[0]:.2f})"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(Path(tmp))
         try:

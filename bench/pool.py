@@ -105,13 +105,17 @@ async def main() -> int:
             rate, hits, misses = await hit_rate(ks)
             rss = await idle_rss(ks)
     ratio = statistics.median(cold) / statistics.median(warm)
-    print(f"kernel-sessions pool benchmark  (python {sys.version.split()[0]}, "
-          f"{psutil.cpu_count()} cores)")
+    print(
+        f"kernel-sessions pool benchmark  (python {sys.version.split()[0]}, "
+        f"{psutil.cpu_count()} cores)"
+    )
     print(f"  cold start -> kernel_info answered, median of {RUNS}: {ms(cold)}")
     print(f"  session create from warm pool,   median of {RUNS}: {ms(warm)}")
     print(f"  ratio cold / warm: {ratio:.1f}x   (goal >= 40x)")
-    print(f"  hit rate, {CREATES} creates at {1 / CREATE_INTERVAL:g}/s, pool {POOL}: "
-          f"{rate * 100:.1f} %  ({hits} hits, {misses} misses; goal >= 99 %)")
+    print(
+        f"  hit rate, {CREATES} creates at {1 / CREATE_INTERVAL:g}/s, pool {POOL}: "
+        f"{rate * 100:.1f} %  ({hits} hits, {misses} misses; goal >= 99 %)"
+    )
     print(f"  idle session kernel RSS: {rss:.1f} MiB   (goal <= 55 MiB)")
     return 0
 

@@ -47,10 +47,8 @@ POOL_SIZE = 2
 STOCK_CONFIG = {
     "ServerApp": {
         "jpserver_extensions": {"kernel_sessions": False},
-        "kernel_manager_class":
-            "jupyter_server.services.kernels.kernelmanager.AsyncMappingKernelManager",
-        "kernel_websocket_connection_class":
-            "jupyter_server.services.kernels.connection.channels.ZMQChannelsWebsocketConnection",
+        "kernel_manager_class": "jupyter_server.services.kernels.kernelmanager.AsyncMappingKernelManager",
+        "kernel_websocket_connection_class": "jupyter_server.services.kernels.connection.channels.ZMQChannelsWebsocketConnection",
     },
 }
 EXTENSION_CONFIG = {
@@ -82,16 +80,33 @@ class Server:
             (root / d).mkdir(parents=True)
         (root / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
         self.runtime = root / "runtime"
-        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / "config"),
-               "JUPYTER_DATA_DIR": str(root / "data"), "JUPYTER_RUNTIME_DIR": str(self.runtime),
-               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(root / "config"),
+            "JUPYTER_DATA_DIR": str(root / "data"),
+            "JUPYTER_RUNTIME_DIR": str(self.runtime),
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        }
         self.log = open(root / "server.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
-             "--ServerApp.ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
-             f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root / 'root'}",
-             "--ServerApp.log_level=WARN"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=root / "root")
+            [
+                sys.executable,
+                "-m",
+                "jupyter_server",
+                "--allow-root",
+                "--no-browser",
+                "--ServerApp.ip=127.0.0.1",
+                f"--port={self.port}",
+                "--ServerApp.port_retries=0",
+                f"--ServerApp.token={TOKEN}",
+                f"--ServerApp.root_dir={root / 'root'}",
+                "--ServerApp.log_level=WARN",
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=root / "root",
+        )
         self.http = AsyncHTTPClient(max_clients=200)
         self.kids: set[int] = set()
 
@@ -112,10 +127,15 @@ class Server:
             await asyncio.sleep(0.2)
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        req = HTTPRequest(self.base + path, method=method,
-                          body=json.dumps(body) if body is not None else
-                          (b"" if method in ("POST", "PATCH") else None),
-                          headers={"Authorization": f"token {TOKEN}"}, request_timeout=120)
+        req = HTTPRequest(
+            self.base + path,
+            method=method,
+            body=json.dumps(body)
+            if body is not None
+            else (b"" if method in ("POST", "PATCH") else None),
+            headers={"Authorization": f"token {TOKEN}"},
+            request_timeout=120,
+        )
         resp = await self.http.fetch(req, raise_error=False)
         if resp.code == 599 and resp.error:
             raise OSError(str(resp.error))
@@ -195,15 +215,19 @@ async def ws_rtts(server: Server, kernel_id: str) -> list[float]:
     times = []
     try:
         for i in range(RTT_ROUNDS + RTT_WARMUP):
-            msg = session.msg("execute_request", {"code": "1", "silent": False,
-                                                  "store_history": False, "allow_stdin": False})
+            msg = session.msg(
+                "execute_request",
+                {"code": "1", "silent": False, "store_history": False, "allow_stdin": False},
+            )
             msg["channel"] = "shell"
             t0 = time.perf_counter()
             await ws.write_message(json.dumps(msg, default=str))
             while True:
                 reply = json.loads(await asyncio.wait_for(ws.read_message(), 60))
-                if (reply.get("msg_type") == "execute_reply"
-                        and reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]):
+                if (
+                    reply.get("msg_type") == "execute_reply"
+                    and reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]
+                ):
                     break
             if i >= RTT_WARMUP:
                 times.append(time.perf_counter() - t0)
@@ -248,11 +272,16 @@ async def bench_rtt(ext: Server, stock: Server) -> dict[str, list[float]]:
 async def bench_load(ext: Server, n_sessions: int, n_clients: int, duration: float) -> dict:
     names = [f"load-{i:02d}" for i in range(n_sessions)]
     for chunk in range(0, n_sessions, 8):  # 8 at a time: a 2-core box starts kernels slowly
-        results = await asyncio.gather(*(ext.call("POST", "api/kernel-sessions/sessions",
-                                                  {"name": n}) for n in names[chunk:chunk + 8]))
+        results = await asyncio.gather(
+            *(
+                ext.call("POST", "api/kernel-sessions/sessions", {"name": n})
+                for n in names[chunk : chunk + 8]
+            )
+        )
         assert all(code == 201 for code, _ in results), results
-    paths = (["api/kernel-sessions/sessions", "api/kernel-sessions/pool"]
-             + [f"api/kernel-sessions/sessions/{n}" for n in names])
+    paths = ["api/kernel-sessions/sessions", "api/kernel-sessions/pool"] + [
+        f"api/kernel-sessions/sessions/{n}" for n in names
+    ]
     lat: dict[str, list[float]] = {"list": [], "get": [], "pool": []}
     errors: dict[str, int] = {}
     deadline = 0.0  # set just before the clients start
@@ -262,7 +291,9 @@ async def bench_load(ext: Server, n_sessions: int, n_clients: int, duration: flo
         while time.monotonic() < deadline:  # bounded: stops at the deadline
             path = paths[j % len(paths)]
             j += 7
-            kind = "list" if path.endswith("sessions") else "pool" if path.endswith("pool") else "get"
+            kind = (
+                "list" if path.endswith("sessions") else "pool" if path.endswith("pool") else "get"
+            )
             t0 = time.perf_counter()
             try:
                 code, _ = await ext.call("GET", path)
@@ -275,8 +306,11 @@ async def bench_load(ext: Server, n_sessions: int, n_clients: int, duration: flo
                 lat[kind].append(time.perf_counter() - t0)
 
     single: dict[str, list[float]] = {}
-    for label, path in (("api/status (floor)", "api/status"),
-                        ("sessions/{name}", paths[2]), ("sessions (list)", paths[0])):
+    for label, path in (
+        ("api/status (floor)", "api/status"),
+        ("sessions/{name}", paths[2]),
+        ("sessions (list)", paths[0]),
+    ):
         single[label] = []
         for _ in range(SINGLE_CLIENT_ROUNDS):
             t0 = time.perf_counter()
@@ -292,8 +326,10 @@ async def bench_load(ext: Server, n_sessions: int, n_clients: int, duration: flo
 
 
 def row(label: str, values: list[float], unit: float = 1000.0) -> str:
-    return (f"  {label:<22} n={len(values):<5} p50={statistics.median(values) * unit:9.2f}  "
-            f"p99={pct(values, 0.99) * unit:9.2f}  mean={statistics.fmean(values) * unit:9.2f}")
+    return (
+        f"  {label:<22} n={len(values):<5} p50={statistics.median(values) * unit:9.2f}  "
+        f"p99={pct(values, 0.99) * unit:9.2f}  mean={statistics.fmean(values) * unit:9.2f}"
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -302,8 +338,10 @@ async def main(args: argparse.Namespace) -> None:
     stock = Server("stock", STOCK_CONFIG, base)
     try:
         await asyncio.gather(ext.wait_up(), stock.wait_up())
-        print(f"kernel_sessions server benchmark  ({os.cpu_count()} cores, loopback, "
-              f"pool size {POOL_SIZE})\n")
+        print(
+            f"kernel_sessions server benchmark  ({os.cpu_count()} cores, loopback, "
+            f"pool size {POOL_SIZE})\n"
+        )
 
         create = await bench_create(ext, stock)
         c_ext, c_stock = statistics.median(create["extension"]), statistics.median(create["stock"])
@@ -317,23 +355,29 @@ async def main(args: argparse.Namespace) -> None:
         print("2. execute round trip (ms)")
         for label, values in rtt.items():
             print(row(label, values) + f"  ratio/raw={statistics.median(values) / raw:5.2f}x")
-        print(f"  target: extension websocket within 1.3x of raw ZMQ -> "
-              f"{'OK' if statistics.median(rtt['extension websocket']) <= 1.3 * raw else 'MISSED'}\n")
+        print(
+            f"  target: extension websocket within 1.3x of raw ZMQ -> "
+            f"{'OK' if statistics.median(rtt['extension websocket']) <= 1.3 * raw else 'MISSED'}\n"
+        )
 
         load = await bench_load(ext, args.sessions, args.clients, args.duration)
         total = sum(len(v) for v in load["lat"].values())
         print(f"3a. GET, one client, {args.sessions} sessions (ms)")
         for label, values in load["single"].items():
             print(row(label, values))
-        print(f"3b. GET load: {args.sessions} sessions, {args.clients} concurrent clients, "
-              f"{load['elapsed']:.0f} s (ms)")
+        print(
+            f"3b. GET load: {args.sessions} sessions, {args.clients} concurrent clients, "
+            f"{load['elapsed']:.0f} s (ms)"
+        )
         for kind, values in load["lat"].items():
             if values:
                 print(row(f"GET {kind}", values))
         every = [v for vs in load["lat"].values() for v in vs]
         print(row("all", every))
-        print(f"  throughput {total / load['elapsed']:.0f} req/s, errors: "
-              f"{sum(load['errors'].values())} {load['errors'] or ''}")
+        print(
+            f"  throughput {total / load['elapsed']:.0f} req/s, errors: "
+            f"{sum(load['errors'].values())} {load['errors'] or ''}"
+        )
     finally:
         ext.stop()
         stock.stop()

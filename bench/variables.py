@@ -30,7 +30,9 @@ MAKE_VARS = (
     "    globals()[f'v{{_i}}'] = (list(range(200)) if _k == 0 else {{'a': _i, 'b': [1.5] * 50}}"
     " if _k == 1 else 'text ' * 40 if _k == 2 else _np.arange(300.0) if _k == 3 else _i * 1.5)\n"
 )
-CLEAR_VARS = "for _n in [n for n in globals() if n.startswith('v') and n[1:].isdigit()]: del globals()[_n]"
+CLEAR_VARS = (
+    "for _n in [n for n in globals() if n.startswith('v') and n[1:].isdigit()]: del globals()[_n]"
+)
 
 
 async def timed(coro_factory, runs: int = RUNS) -> list[float]:
@@ -44,8 +46,10 @@ async def timed(coro_factory, runs: int = RUNS) -> list[float]:
 
 async def main() -> int:
     naive_src = (Path(__file__).parent / "naive_inspector.py").read_text()
-    naive_code = (f"{source_install_expr(NAIVE_KEY, naive_src)}"
-                  ".naive_listing(__import__('IPython').get_ipython().user_ns)")
+    naive_code = (
+        f"{source_install_expr(NAIVE_KEY, naive_src)}"
+        ".naive_listing(__import__('IPython').get_ipython().user_ns)"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as d:
         async with KernelSessionManager(data_dir=d, pool_sizes={"python3": 1}, root_dir=d) as ks:
@@ -69,14 +73,16 @@ async def main() -> int:
             await kc.get_shell_msg(timeout=30)
             kc.stop_channels()
             await ks.delete("bench")
-    print("kernel-sessions variables benchmark (p50 of %d listings, same kernel)" % RUNS)
+    print(f"kernel-sessions variables benchmark (p50 of {RUNS} listings, same kernel)")
     print(f"  {'variables':>9}  {'ours':>10}  {'naive repr':>11}  {'naive/ours':>10}  goal")
     for n, count, ours, naive in rows:
         o, nv = statistics.median(ours) * 1000, statistics.median(naive) * 1000
         goal = "<= 30 ms" if n == 1_000 else "<= 300 ms"
         print(f"  {n:>9}  {o:>7.1f} ms  {nv:>8.1f} ms  {nv / o:>9.1f}x  {goal} (listed {count})")
-    print(f"  busy kernel (cell running): answered in {busy_s * 1000:.1f} ms, "
-          f"stale={busy['stale']}, {busy['count']} variables  (goal <= 1 s)")
+    print(
+        f"  busy kernel (cell running): answered in {busy_s * 1000:.1f} ms, "
+        f"stale={busy['stale']}, {busy['count']} variables  (goal <= 1 s)"
+    )
     return 0
 
 

@@ -14,9 +14,9 @@ from kernel_sessions.core.errors import (
 )
 
 if TYPE_CHECKING:
+    from kernel_sessions.client import connect, connect_async
     from kernel_sessions.core.manager import KernelSessionManager
     from kernel_sessions.core.models import SessionModel
-    from kernel_sessions.client import connect, connect_async
     from kernel_sessions.pool import PooledMappingKernelManager, PooledMultiKernelManager, PoolMixin
 
 # Imported on first use: the manager pulls in jupyter_server, which takes seconds to import,
@@ -41,6 +41,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
+
 
 __version__ = "0.1.0"
 

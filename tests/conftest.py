@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -19,6 +18,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from traitlets.config import Config
+
 from tests.support import REPO
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -50,18 +50,22 @@ def ks_config(data_dir: Any, **server_app: Any) -> Config:
     Session kernels are shut down with the test server (``keep_kernels_on_stop = False``) so no
     independent kernel outlives a test; extension failures raise instead of being logged.
     """
-    return Config({
-        # terminals off: pytest-jupyter adds them otherwise, and their websocket route is
-        # undecorated (a JupyterServerAuthWarning that is not ours)
-        "ServerApp": {"jpserver_extensions": {"kernel_sessions": True,
-                                              "jupyter_server_terminals": False},
-                      "reraise_server_extension_failures": True, **server_app},
-        "PoolMixin": {"pool_sizes": dict(TEST_POOL_SIZES)},
-        "KernelSessionsApp": {"session_data_dir": str(data_dir)},
-        "KernelSessionManager": {"keep_kernels_on_stop": False},
-        # no background checkpoints in the middle of unrelated assertions (tested on their own)
-        "CheckpointService": {"auto_checkpoint": False},
-    })
+    return Config(
+        {
+            # terminals off: pytest-jupyter adds them otherwise, and their websocket route is
+            # undecorated (a JupyterServerAuthWarning that is not ours)
+            "ServerApp": {
+                "jpserver_extensions": {"kernel_sessions": True, "jupyter_server_terminals": False},
+                "reraise_server_extension_failures": True,
+                **server_app,
+            },
+            "PoolMixin": {"pool_sizes": dict(TEST_POOL_SIZES)},
+            "KernelSessionsApp": {"session_data_dir": str(data_dir)},
+            "KernelSessionManager": {"keep_kernels_on_stop": False},
+            # no background checkpoints in the middle of unrelated assertions (tested on their own)
+            "CheckpointService": {"auto_checkpoint": False},
+        }
+    )
 
 
 @pytest.fixture
@@ -92,17 +96,30 @@ class KsApi:
     def __init__(self, jp_fetch: Any) -> None:
         self.jp_fetch = jp_fetch
 
-    async def __call__(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                       **kwargs: Any) -> tuple[int, Any, Any]:
+    async def __call__(
+        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, **kwargs: Any
+    ) -> tuple[int, Any, Any]:
         if raw is None and body is not None:
             raw = json.dumps(body).encode()
         if raw is None and method in ("POST", "PATCH", "PUT"):
             raw = b""
-        resp = await self.jp_fetch("api", "kernel-sessions", path.lstrip("/"), method=method,
-                                   body=raw, raise_error=False, allow_nonstandard_methods=True,
-                                   **kwargs)
-        data = self.check(method, "/" + path.lstrip("/"), resp.code, resp.body,
-                          resp.headers.get("Content-Type", ""))
+        resp = await self.jp_fetch(
+            "api",
+            "kernel-sessions",
+            path.lstrip("/"),
+            method=method,
+            body=raw,
+            raise_error=False,
+            allow_nonstandard_methods=True,
+            **kwargs,
+        )
+        data = self.check(
+            method,
+            "/" + path.lstrip("/"),
+            resp.code,
+            resp.body,
+            resp.headers.get("Content-Type", ""),
+        )
         return resp.code, data, resp
 
     @classmethod
@@ -117,7 +134,9 @@ class KsApi:
         assert op is not None or code in (403, 404, 405), (method, path, code)
         if op is None:
             return data
-        assert str(code) in op["responses"], f"{method} {path}: undocumented status {code}: {body[:300]!r}"
+        assert str(code) in op["responses"], (
+            f"{method} {path}: undocumented status {code}: {body[:300]!r}"
+        )
         content = op["responses"][str(code)]
         if "$ref" in content:
             content = cls.spec["components"]["responses"][content["$ref"].rsplit("/", 1)[1]]
@@ -132,8 +151,12 @@ class KsApi:
             if "$ref" in schema:
                 schema["$ref"] = _SPEC_URI + schema["$ref"]
             else:
-                schema = {"$ref": _SPEC_URI + "#/paths/" + cls._escape(path, item)
-                          + f"/{method.lower()}/responses/{code}/content/application~1json/schema"}
+                schema = {
+                    "$ref": _SPEC_URI
+                    + "#/paths/"
+                    + cls._escape(path, item)
+                    + f"/{method.lower()}/responses/{code}/content/application~1json/schema"
+                }
             jsonschema.Draft202012Validator(schema, registry=cls._registry).validate(data)
         else:
             assert not body or not ctype.startswith("application/json") or code == 204, (path, code)

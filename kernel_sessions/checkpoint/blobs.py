@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import re
 import stat
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kernel_sessions.checkpoint.files import LocalFS, NotRegularFile, os_problem, stat_key
 from kernel_sessions.core.errors import CheckpointInvalid
@@ -24,21 +25,27 @@ VERIFY_CACHE_ENTRIES = 1 << 16  # blob verdicts remembered (cleared whole when e
 
 def blob_algs(manifest: dict[str, Any]) -> dict[Any, str]:
     """{blob id: hash algorithm} of the blobs ``manifest`` names."""
-    return {e.get("blob"): e.get("hash") or HASH_SHA256
-            for e in manifest.get("variables", {}).values()
-            if isinstance(e, dict) and e.get("blob") is not None}
+    return {
+        e.get("blob"): e.get("hash") or HASH_SHA256
+        for e in manifest.get("variables", {}).values()
+        if isinstance(e, dict) and e.get("blob") is not None
+    }
 
 
 def blob_error(manifest: dict[str, Any], problems: dict[str, str]) -> CheckpointInvalid:
     """The error for a checkpoint whose blobs have ``problems``, naming the variables hit."""
-    names = sorted(n for n, e in manifest.get("variables", {}).items()
-                   if isinstance(e, dict) and e.get("blob") in problems)
+    names = sorted(
+        n
+        for n, e in manifest.get("variables", {}).items()
+        if isinstance(e, dict) and e.get("blob") in problems
+    )
     missing = all(p == "missing" for p in problems.values())
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
     what = "missing" if missing else "missing or do not match their signed hashes"
-    return CheckpointInvalid(f"blobs of checkpoint {manifest.get('id')} are {what} "
-                             f"(variables {shown})",
-                             reason="missing_blob" if missing else "tampered")
+    return CheckpointInvalid(
+        f"blobs of checkpoint {manifest.get('id')} are {what} (variables {shown})",
+        reason="missing_blob" if missing else "tampered",
+    )
 
 
 class BlobVerdicts:
@@ -48,8 +55,9 @@ class BlobVerdicts:
         self._fs = fs
         self._verdicts: dict[str, tuple[tuple[int, ...], str | None]] = {}  # sha -> (stat, problem)
 
-    def problem(self, path: str, sha: object, alg: object,
-                hasher: Callable[[str], Any]) -> str | None:
+    def problem(
+        self, path: str, sha: object, alg: object, hasher: Callable[[str], Any]
+    ) -> str | None:
         """Why the blob ``sha`` at ``path`` does not verify ("missing", "not a regular file",
         "hash mismatch"), or None; ``hasher(alg)`` makes the digest. Hashing is cached by the
         file's identity and times: a changed file is hashed again, an unchanged one never."""

@@ -13,9 +13,14 @@ import os
 import secrets
 import stat
 import threading
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
-from kernel_sessions.core.errors import CheckpointError, CheckpointStorageError, CheckpointStorageFull
+from kernel_sessions.core.errors import (
+    CheckpointError,
+    CheckpointStorageError,
+    CheckpointStorageFull,
+)
 from kernel_sessions.kernel.snapshot import DIR_MODE, FILE_MODE, TMP_SUFFIX
 
 STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
@@ -25,10 +30,14 @@ O_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0) | getattr(os,
 def storage_error(exc: OSError, what: str) -> CheckpointError:
     """A store write that failed, as the error the REST layer shows (507 when full)."""
     if exc.errno in STORAGE_FULL_ERRNOS:
-        return CheckpointStorageFull(f"{what}: the checkpoint store is full ({os_problem(exc)});"
-                                     " earlier checkpoints are intact")
-    return CheckpointStorageError(f"{what}: the checkpoint store cannot be written "
-                                  f"({os_problem(exc)}); earlier checkpoints are intact")
+        return CheckpointStorageFull(
+            f"{what}: the checkpoint store is full ({os_problem(exc)});"
+            " earlier checkpoints are intact"
+        )
+    return CheckpointStorageError(
+        f"{what}: the checkpoint store cannot be written "
+        f"({os_problem(exc)}); earlier checkpoints are intact"
+    )
 
 
 class NotRegularFile(OSError):
@@ -79,14 +88,16 @@ class LocalFS:
                 os.close(fd)
 
     def _write_temp(self, path: str, data: bytes) -> str:
-        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}."
-                           f"{secrets.token_hex(6)}{TMP_SUFFIX}")
+        tmp = os.path.join(
+            os.path.dirname(path),
+            f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(6)}{TMP_SUFFIX}",
+        )
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_FLAGS, FILE_MODE)
         try:
             os.chmod(tmp, FILE_MODE)
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -170,6 +181,7 @@ class LocalFS:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | O_FLAGS, FILE_MODE)
                 with contextlib.suppress(ImportError):
                     import fcntl
+
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 self._held = True
             try:

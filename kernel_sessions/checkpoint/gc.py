@@ -36,10 +36,12 @@ class GarbageMixin:
             folder = self._fs.join(manifests, session)
             for name in self._fs.listdir(folder):
                 if name.endswith(MANIFEST_SUFFIX):
-                    with contextlib.suppress(OSError, ValueError, TypeError, KeyError,
-                                             AttributeError, RecursionError):
-                        doc = json.loads(self._fs.read(self._fs.join(folder, name),
-                                                       MAX_MANIFEST_BYTES)[0])
+                    with contextlib.suppress(
+                        OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError
+                    ):
+                        doc = json.loads(
+                            self._fs.read(self._fs.join(folder, name), MAX_MANIFEST_BYTES)[0]
+                        )
                         refs.update(e.get("blob") for e in doc["manifest"]["variables"].values())
         return refs
 
@@ -62,14 +64,19 @@ class GarbageMixin:
             for folder, holds_blobs in folders:
                 for name in self._fs.listdir(folder):
                     is_temp = name.endswith(TMP_SUFFIX)
-                    if not is_temp and not (holds_blobs and SHA_RE.fullmatch(name)
-                                            and name not in referenced):
+                    if not is_temp and not (
+                        holds_blobs and SHA_RE.fullmatch(name) and name not in referenced
+                    ):
                         continue
                     path = self._fs.join(folder, name)
                     st = self._fs.stat(path)
                     grace = STALE_TEMP_SECONDS if is_temp else GC_GRACE_SECONDS
-                    if (st and stat.S_ISREG(st.st_mode) and now - st.st_mtime > grace
-                            and self._fs.remove(path)):
+                    if (
+                        st
+                        and stat.S_ISREG(st.st_mode)
+                        and now - st.st_mtime > grace
+                        and self._fs.remove(path)
+                    ):
                         freed += st.st_size
         if freed:
             self.log.info("checkpoint garbage collection freed %d bytes", freed)

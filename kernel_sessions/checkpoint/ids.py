@@ -21,8 +21,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 def validate_checkpoint_id(checkpoint_id: object) -> str:
     """Return ``checkpoint_id`` if it is one we could have generated; it becomes a file name."""
     if not isinstance(checkpoint_id, str) or not ID_RE.fullmatch(checkpoint_id):
-        raise CheckpointError(f"invalid checkpoint id {str(checkpoint_id)[:80]!r}: ids match "
-                              f"{CHECKPOINT_ID_RULE}", reason="invalid_checkpoint_id")
+        raise CheckpointError(
+            f"invalid checkpoint id {str(checkpoint_id)[:80]!r}: ids match {CHECKPOINT_ID_RULE}",
+            reason="invalid_checkpoint_id",
+        )
     return checkpoint_id
 
 

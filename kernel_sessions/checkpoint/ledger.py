@@ -50,15 +50,21 @@ class LedgerMixin:
             doc = json.loads(data)
             body, mac = doc["ledger"], doc["hmac"]
             live = body["live"]
-            ok = (isinstance(mac, str) and hmac.compare_digest(self._ledger_mac(body), mac)
-                  and body.get("session") == session and isinstance(live, list)
-                  and all(isinstance(i, str) for i in live))
+            ok = (
+                isinstance(mac, str)
+                and hmac.compare_digest(self._ledger_mac(body), mac)
+                and body.get("session") == session
+                and isinstance(live, list)
+                and all(isinstance(i, str) for i in live)
+            )
         except (OSError, ValueError, TypeError, KeyError, RecursionError):
             ok = False
         if not ok:
-            self.log.warning("the checkpoint ledger of session %s is unreadable or its signature "
-                             "does not match; it is made again from the manifests that verify",
-                             session)
+            self.log.warning(
+                "the checkpoint ledger of session %s is unreadable or its signature "
+                "does not match; it is made again from the manifests that verify",
+                session,
+            )
             return None
         ids = frozenset(live)
         self._ledgers[session] = (stat_key(st), ids)
@@ -86,25 +92,36 @@ class LedgerMixin:
             if not ids:
                 return frozenset()
             live = frozenset(cid for cid in ids if self._signed(session, cid) is not None)
-            self.log.warning("session %s: no checkpoint ledger; made one of the %d checkpoint(s) "
-                             "that verify", session, len(live))
+            self.log.warning(
+                "session %s: no checkpoint ledger; made one of the %d checkpoint(s) that verify",
+                session,
+                len(live),
+            )
             try:
                 self._write_ledger(session, live)
             except OSError as exc:
-                self.log.warning("cannot write the checkpoint ledger of session %s: %s",
-                                 session, os_problem(exc))
+                self.log.warning(
+                    "cannot write the checkpoint ledger of session %s: %s", session, os_problem(exc)
+                )
             return live
 
-    def _ledger_change(self: CheckpointStore, session: str, *,
-                       add: set[str] | frozenset[str] = frozenset(),
-                       remove: set[str] | frozenset[str] = frozenset(),
-                       clear: bool = False) -> None:
+    def _ledger_change(
+        self: CheckpointStore,
+        session: str,
+        *,
+        add: set[str] | frozenset[str] = frozenset(),
+        remove: set[str] | frozenset[str] = frozenset(),
+        clear: bool = False,
+    ) -> None:
         """Record written (``add``) or deleted ids; before the manifest files change. Ids whose
         file is gone (a crash between the two steps, or a file deleted by hand) are dropped."""
         with self._locked():
             live = set() if clear else set(self._live(session))
-            live = {i for i in (live - set(remove)) if self._fs.stat(
-                self._manifest_path(session, i)) is not None} | set(add)
+            live = {
+                i
+                for i in (live - set(remove))
+                if self._fs.stat(self._manifest_path(session, i)) is not None
+            } | set(add)
             self._write_ledger(session, live)
 
     def _signed(self: CheckpointStore, owner: str, checkpoint_id: str) -> dict[str, Any] | None:

@@ -13,8 +13,8 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from kernel_sessions.core import models as M
 from kernel_sessions.checkpoint.store import failed_names
+from kernel_sessions.core import models as M
 from kernel_sessions.core.models import SessionModel
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def few(items: list[str]) -> str:
 
 
 def fallback_note(passed: list[dict[str, Any]], missing: list[str]) -> str:
-    """"; passed over <id> (<why>), ...; not restored: a, b" (empty when nothing to say)."""
+    """ "; passed over <id> (<why>), ...; not restored: a, b" (empty when nothing to say)."""
     parts = []
     if passed:
         parts.append("passed over " + few([f"{p['id']} ({p['reason']})" for p in passed]))
@@ -44,8 +44,9 @@ def fallback_note(passed: list[dict[str, Any]], missing: list[str]) -> str:
     return "".join("; " + p for p in parts)
 
 
-def missing_names(manifest: dict[str, Any], result: dict[str, Any],
-                  passed: list[dict[str, Any]]) -> list[str]:
+def missing_names(
+    manifest: dict[str, Any], result: dict[str, Any], passed: list[dict[str, Any]]
+) -> list[str]:
     """Variables known to the checkpoint taken or to the newer ones passed over that are not
     in the namespace after the restore."""
     known = set(manifest.get("variables", {})) | set(failed_names(manifest))
@@ -93,8 +94,9 @@ class PoliciesMixin:
                 await self._hibernate(model, "server stopped", checkpoint=self.checkpoint_on_stop)
             return True
         except Exception as exc:
-            self.log.warning("session %s keeps running: not hibernated on stop (%s)",
-                             model.name, exc)
+            self.log.warning(
+                "session %s keeps running: not hibernated on stop (%s)", model.name, exc
+            )
             return False
 
     async def expire(self: CheckpointService, model: SessionModel) -> None:
@@ -120,8 +122,9 @@ class PoliciesMixin:
         if old is not None:
             old.cancel()
         loop = asyncio.get_running_loop()
-        self._timers[kid] = loop.call_later(self.auto_checkpoint_delay,
-                                            lambda: self._spawn(self._auto_checkpoint(kid)))
+        self._timers[kid] = loop.call_later(
+            self.auto_checkpoint_delay, lambda: self._spawn(self._auto_checkpoint(kid))
+        )
 
     def _spawn(self: CheckpointService, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -146,8 +149,7 @@ class PoliciesMixin:
             return
         try:
             async with self.sessions.operation(model.name):
-                if (model.state == M.IDLE and kid in self._dirty
-                        and self.sessions.is_current(model)):
+                if model.state == M.IDLE and kid in self._dirty and self.sessions.is_current(model):
                     await self._checkpoint(model, why="automatic checkpoint")
         except Exception as exc:
             self.log.warning("automatic checkpoint of session %s failed: %s", model.name, exc)
@@ -157,11 +159,17 @@ class PoliciesMixin:
         if not self.auto_restore:
             return False
         now = time.time()
-        recent = [t for t in self._restores.get(model.kernel_id, []) if now - t < AUTO_RESTORE_WINDOW]
+        recent = [
+            t for t in self._restores.get(model.kernel_id, []) if now - t < AUTO_RESTORE_WINDOW
+        ]
         self._restores[model.kernel_id] = recent
         if len(recent) >= AUTO_RESTORE_LIMIT:
-            self.log.warning("session %s: %d automatic restores in %g s; not restoring again",
-                             model.name, len(recent), AUTO_RESTORE_WINDOW)
+            self.log.warning(
+                "session %s: %d automatic restores in %g s; not restoring again",
+                model.name,
+                len(recent),
+                AUTO_RESTORE_WINDOW,
+            )
             return False
         recent.append(now)
         return True
@@ -177,8 +185,11 @@ class PoliciesMixin:
             return
         if manifest is not None:
             self.sessions.transition(
-                model, M.RESTORING, f"kernel restarted: restoring checkpoint {manifest['id']} "
-                f"taken {taken_at(manifest)}")
+                model,
+                M.RESTORING,
+                f"kernel restarted: restoring checkpoint {manifest['id']} "
+                f"taken {taken_at(manifest)}",
+            )
         else:
             self.sessions.transition(model, M.RESTORING, "kernel restarted")
         try:
@@ -190,8 +201,9 @@ class PoliciesMixin:
         if manifest is None:
             self._unverifiable(model, "restarted", passed)
             return
-        self._restored(model, manifest, "auto-restored", passed,
-                       missing_names(manifest, report, passed))
+        self._restored(
+            model, manifest, "auto-restored", passed, missing_names(manifest, report, passed)
+        )
 
     def revive_later(self: CheckpointService, model: SessionModel) -> None:
         """A dead session whose kernel is gone: restore its latest checkpoint in the background."""
@@ -206,7 +218,6 @@ class PoliciesMixin:
                 manifest, passed = await asyncio.to_thread(self.store.choose, model.name)
                 if manifest is None and not passed:
                     return
-                await self._revive_best(model, "kernel gone", "auto-restored",
-                                        empty="auto-restore")
+                await self._revive_best(model, "kernel gone", "auto-restored", empty="auto-restore")
         except Exception as exc:
             self.log.warning("automatic restore of session %s failed: %s", model.name, exc)

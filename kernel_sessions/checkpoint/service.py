@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 from traitlets import Bool, Float
 from traitlets.config import LoggingConfigurable
 
-from kernel_sessions.core import models as M
 from kernel_sessions.checkpoint.policies import (
     PoliciesMixin,
     fallback_note,
@@ -44,7 +43,13 @@ from kernel_sessions.checkpoint.policies import (
     public_passed,
     taken_at,
 )
-from kernel_sessions.checkpoint.store import STORAGE_FULL_ERRNOS, CheckpointStore, failed_names, is_partial
+from kernel_sessions.checkpoint.store import (
+    STORAGE_FULL_ERRNOS,
+    CheckpointStore,
+    failed_names,
+    is_partial,
+)
+from kernel_sessions.core import models as M
 from kernel_sessions.core.errors import (
     CheckpointFailed,
     CheckpointInvalid,
@@ -56,9 +61,9 @@ from kernel_sessions.core.errors import (
     SessionBusy,
     SessionNotFound,
 )
-from kernel_sessions.kernel.snapshot import RESULT_SUFFIX
 from kernel_sessions.core.kernel_rpc import install_expr, ns_call_code
 from kernel_sessions.core.models import SessionModel, validate_name
+from kernel_sessions.kernel.snapshot import RESULT_SUFFIX
 
 if TYPE_CHECKING:
     from kernel_sessions.core.lifecycle import SessionCore
@@ -73,28 +78,65 @@ FULL_ERRNO_NAMES = frozenset(errno.errorcode[e] for e in STORAGE_FULL_ERRNOS)
 class CheckpointService(PoliciesMixin, LoggingConfigurable):
     """Checkpoint operations and policies of one ``KernelSessionManager``'s sessions."""
 
-    auto_checkpoint = Bool(True, config=True, help="Checkpoint a session after activity, once "
-                           "it has been quiet for auto_checkpoint_delay seconds.")
-    auto_checkpoint_delay = Float(10.0, min=0.0, config=True,
-                                  help="Quiet seconds after activity before an automatic checkpoint.")
-    checkpoint_on_stop = Bool(True, config=True, help="Checkpoint every session when the server "
-                              "stops gracefully (it then hibernates; see keep_kernels_on_stop).")
-    checkpoint_on_hibernate = Bool(True, config=True, help="Checkpoint a session before its "
-                                   "kernel stops for hibernation (TTL expiry, stop, request).")
-    auto_restore = Bool(True, config=True, help="Restore a session whose kernel died, or was "
-                        "gone after a server restart, from its latest checkpoint.")
-    busy_timeout = Float(30.0, min=0.0, config=True, help="Seconds a checkpoint or restore "
-                         "waits for a running cell to finish before answering 409.")
-    background_checkpoints = Bool(False, config=True, help="Take checkpoints in a fork of the "
-                                  "kernel process (POSIX): the kernel pauses only for the fork "
-                                  "and runs cells while the copy-on-write snapshot is written.")
-    track_writes = Bool(True, config=True, help="Ask the OS (Linux >= 6.7: userfaultfd "
-                        "asynchronous write-protect and PAGEMAP_SCAN) which large buffers were "
-                        "written since the last checkpoint, and hash only those. Elsewhere, "
-                        "everything is hashed. Turn off if devices write host memory behind the "
-                        "CPU (memory registered for DMA by a GPU or network driver).")
-    checkpoint_timeout = Float(600.0, min=1.0, config=True,
-                               help="Seconds the kernel may take to write or read a checkpoint.")
+    auto_checkpoint = Bool(
+        True,
+        config=True,
+        help="Checkpoint a session after activity, once "
+        "it has been quiet for auto_checkpoint_delay seconds.",
+    )
+    auto_checkpoint_delay = Float(
+        10.0,
+        min=0.0,
+        config=True,
+        help="Quiet seconds after activity before an automatic checkpoint.",
+    )
+    checkpoint_on_stop = Bool(
+        True,
+        config=True,
+        help="Checkpoint every session when the server "
+        "stops gracefully (it then hibernates; see keep_kernels_on_stop).",
+    )
+    checkpoint_on_hibernate = Bool(
+        True,
+        config=True,
+        help="Checkpoint a session before its "
+        "kernel stops for hibernation (TTL expiry, stop, request).",
+    )
+    auto_restore = Bool(
+        True,
+        config=True,
+        help="Restore a session whose kernel died, or was "
+        "gone after a server restart, from its latest checkpoint.",
+    )
+    busy_timeout = Float(
+        30.0,
+        min=0.0,
+        config=True,
+        help="Seconds a checkpoint or restore "
+        "waits for a running cell to finish before answering 409.",
+    )
+    background_checkpoints = Bool(
+        False,
+        config=True,
+        help="Take checkpoints in a fork of the "
+        "kernel process (POSIX): the kernel pauses only for the fork "
+        "and runs cells while the copy-on-write snapshot is written.",
+    )
+    track_writes = Bool(
+        True,
+        config=True,
+        help="Ask the OS (Linux >= 6.7: userfaultfd "
+        "asynchronous write-protect and PAGEMAP_SCAN) which large buffers were "
+        "written since the last checkpoint, and hash only those. Elsewhere, "
+        "everything is hashed. Turn off if devices write host memory behind the "
+        "CPU (memory registered for DMA by a GPU or network driver).",
+    )
+    checkpoint_timeout = Float(
+        600.0,
+        min=1.0,
+        config=True,
+        help="Seconds the kernel may take to write or read a checkpoint.",
+    )
 
     def __init__(self, sessions: SessionCore, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -142,8 +184,9 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
             model.last_checkpoint = latest["id"] if latest else None
             self.sessions.save(model)
 
-    async def _manifest(self, name: str, checkpoint_id: str | None
-                        ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def _manifest(
+        self, name: str, checkpoint_id: str | None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The checkpoint asked for, or (None) the newest that verifies and is complete; with
         the newer ones passed over."""
         validate_name(name)
@@ -151,8 +194,10 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
             return await asyncio.to_thread(self.store.read_manifest, name, checkpoint_id), []
         manifest, passed = await asyncio.to_thread(self.store.choose, name)
         if manifest is None and passed:
-            raise CheckpointUnverifiable(f"none of the {len(passed)} checkpoint(s) of session "
-                                         f"{name!r} verifies{fallback_note(passed, [])}")
+            raise CheckpointUnverifiable(
+                f"none of the {len(passed)} checkpoint(s) of session "
+                f"{name!r} verifies{fallback_note(passed, [])}"
+            )
         if manifest is None:
             raise CheckpointNotFound(f"session {name!r} has no checkpoint")
         return manifest, passed
@@ -173,11 +218,13 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
                 raise SessionBusy(
                     f"session {model.name!r} is {model.state}: a {what} waits at most "
                     f"{timeout:g} s for the running cell to finish; try again when it is idle, "
-                    "or interrupt it")
+                    "or interrupt it"
+                )
             await asyncio.sleep(IDLE_POLL)
 
-    async def _call(self, model: SessionModel, func: str, *args: Any, what: str,
-                    **kwargs: Any) -> dict[str, Any]:
+    async def _call(
+        self, model: SessionModel, func: str, *args: Any, what: str, **kwargs: Any
+    ) -> dict[str, Any]:
         """Run ``snapshot.func`` silently in the kernel; fail fast if the kernel dies meanwhile."""
         watcher = self.sessions.watcher(model.name)
         km = self.sessions.kernel_manager
@@ -192,33 +239,47 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
             while not task.done():
                 await asyncio.wait({task}, timeout=DEATH_POLL)
                 if not task.done() and not await kernel.is_alive():
-                    raise CheckpointFailed(f"the kernel of session {model.name!r} died during the "
-                                           f"{what}; earlier checkpoints are intact")
+                    raise CheckpointFailed(
+                        f"the kernel of session {model.name!r} died during the "
+                        f"{what}; earlier checkpoints are intact"
+                    )
                 if not task.done() and not self.sessions.responsive(model.kernel_id):
-                    raise CheckpointFailed(f"the kernel of session {model.name!r} stopped "
-                                           f"answering heartbeats during the {what}; earlier "
-                                           "checkpoints are intact")
+                    raise CheckpointFailed(
+                        f"the kernel of session {model.name!r} stopped "
+                        f"answering heartbeats during the {what}; earlier "
+                        "checkpoints are intact"
+                    )
             if task.cancelled():  # its watcher stopped: the session was deleted or restarted
-                raise CheckpointFailed(f"the kernel of session {model.name!r} went away during "
-                                       f"the {what}; earlier checkpoints are intact")
+                raise CheckpointFailed(
+                    f"the kernel of session {model.name!r} went away during "
+                    f"the {what}; earlier checkpoints are intact"
+                )
             text = task.result()
         except TimeoutError as exc:  # e.g. a __reduce__ that never returns: break it off
             with contextlib.suppress(Exception):
                 await km.interrupt_kernel(model.kernel_id)
-            raise CheckpointFailed(f"{what} of session {model.name!r} was interrupted: {exc}; "
-                                   "earlier checkpoints are intact") from None
+            raise CheckpointFailed(
+                f"{what} of session {model.name!r} was interrupted: {exc}; "
+                "earlier checkpoints are intact"
+            ) from None
         except RuntimeError as exc:
-            raise CheckpointFailed(f"{what} of session {model.name!r} failed in the kernel: "
-                                   f"{exc}") from None
+            raise CheckpointFailed(
+                f"{what} of session {model.name!r} failed in the kernel: {exc}"
+            ) from None
         finally:
             task.cancel()
         return json.loads(ast.literal_eval(text))
 
     # -- checkpoint -----------------------------------------------------------------------
 
-    async def checkpoint(self, name: str, *, label: str | None = None,
-                         variables: list[str] | None = None,
-                         timeout: float | None = None) -> dict[str, Any]:
+    async def checkpoint(
+        self,
+        name: str,
+        *,
+        label: str | None = None,
+        variables: list[str] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         """Checkpoint ``name`` (waking it if hibernated); waits for idle up to ``timeout``."""
         model = await self.sessions.attach(name)
         wait = self.busy_timeout if timeout is None else timeout
@@ -228,11 +289,18 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
             async with self.sessions.operation(model.name):
                 self._still_current(model)
                 if model.state == M.IDLE:
-                    return await self._checkpoint(model, label=label, names=variables,
-                                                  why="checkpoint requested")
+                    return await self._checkpoint(
+                        model, label=label, names=variables, why="checkpoint requested"
+                    )
 
-    async def _checkpoint(self, model: SessionModel, *, label: str | None = None,
-                          names: list[str] | None = None, why: str) -> dict[str, Any]:
+    async def _checkpoint(
+        self,
+        model: SessionModel,
+        *,
+        label: str | None = None,
+        names: list[str] | None = None,
+        why: str,
+    ) -> dict[str, Any]:
         """Dump, sign, commit; the caller holds the session's lock and saw it idle."""
         kid = model.kernel_id
         self._dirty.discard(kid)
@@ -243,16 +311,22 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
                 result = await self._dump(model, names)
                 try:
                     manifest = await asyncio.to_thread(
-                        self.store.write_manifest, model.name, result, label=label,
-                        kernelspec=model.kernel_name, versions=result.get("versions") or {})
+                        self.store.write_manifest,
+                        model.name,
+                        result,
+                        label=label,
+                        kernelspec=model.kernel_name,
+                        versions=result.get("versions") or {},
+                    )
                     break
                 except CheckpointInvalid as exc:  # a blob collected between dump and commit
                     if exc.reason != "missing_blob" or attempt == 2:
                         raise
         except BaseException as exc:
             if model.state == M.CHECKPOINTING:
-                self.sessions.transition(model, self._seen.pop(kid, M.IDLE),
-                                         f"checkpoint failed: {exc}")
+                self.sessions.transition(
+                    model, self._seen.pop(kid, M.IDLE), f"checkpoint failed: {exc}"
+                )
             if model.state != M.DELETED:
                 self._dirty.add(kid)
             raise
@@ -265,15 +339,17 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
         watcher = self.sessions.watcher(model.name)
         if watcher is not None:
             watcher.drain()
-        self._named_transition(model, self._seen.pop(kid, M.IDLE),
-                               f"checkpoint {manifest['id']}{note}", manifest)
+        self._named_transition(
+            model, self._seen.pop(kid, M.IDLE), f"checkpoint {manifest['id']}{note}", manifest
+        )
         full = [s["name"] for s in skipped if s.get("errno") in FULL_ERRNO_NAMES]
         if full:
             self._dirty.add(kid)
             raise CheckpointStorageFull(
                 f"checkpoint {manifest['id']} of session {model.name!r} is partial: the "
                 f"checkpoint store is full, {few(full)} could not be written; earlier "
-                "checkpoints are intact and automatic restores keep to the newest complete one")
+                "checkpoints are intact and automatic restores keep to the newest complete one"
+            )
         return manifest
 
     def saw_status(self, model: SessionModel, state: str) -> None:
@@ -287,20 +363,33 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
     async def _dump(self, model: SessionModel, names: list[str] | None) -> dict[str, Any]:
         """The dump result, taken in the kernel, or in a fork of it (``background_checkpoints``)."""
         if self.background_checkpoints:
-            result_path = os.path.join(self.store.blob_dir,
-                                       f".{model.kernel_id}.{secrets.token_hex(6)}{RESULT_SUFFIX}")
-            started = await self._call(model, "checkpoint_in_background", self.store.blob_dir,
-                                       result_path, names=names, what="checkpoint")
+            result_path = os.path.join(
+                self.store.blob_dir, f".{model.kernel_id}.{secrets.token_hex(6)}{RESULT_SUFFIX}"
+            )
+            started = await self._call(
+                model,
+                "checkpoint_in_background",
+                self.store.blob_dir,
+                result_path,
+                names=names,
+                what="checkpoint",
+            )
             if "pid" in started:
                 self.last_pause_ms = started.get("pause_ms")
                 return await self._background_result(model, int(started["pid"]), result_path)
-            self.log.info("session %s: %s; checkpointing in the kernel", model.name,
-                          started.get("error"))
-        return await self._call(model, "checkpoint_payload", self.store.blob_dir, names=names,
-                                track_writes=self.track_writes, what="checkpoint")
+            self.log.info(
+                "session %s: %s; checkpointing in the kernel", model.name, started.get("error")
+            )
+        return await self._call(
+            model,
+            "checkpoint_payload",
+            self.store.blob_dir,
+            names=names,
+            track_writes=self.track_writes,
+            what="checkpoint",
+        )
 
-    async def _background_result(self, model: SessionModel, pid: int,
-                                 path: str) -> dict[str, Any]:
+    async def _background_result(self, model: SessionModel, pid: int, path: str) -> dict[str, Any]:
         """Wait for the forked child's result file; the child gone without one is a failure."""
         import psutil
 
@@ -312,15 +401,19 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
                     with contextlib.suppress(psutil.Error):
                         gone = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
                 if gone and not os.path.exists(path):
-                    raise CheckpointFailed(f"the background checkpoint of session "
-                                           f"{model.name!r} ended without a result; earlier "
-                                           "checkpoints are intact")
+                    raise CheckpointFailed(
+                        f"the background checkpoint of session "
+                        f"{model.name!r} ended without a result; earlier "
+                        "checkpoints are intact"
+                    )
                 if time.monotonic() > deadline:
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
-                    raise CheckpointFailed(f"the background checkpoint of session "
-                                           f"{model.name!r} took more than "
-                                           f"{self.checkpoint_timeout:g} s")
+                    raise CheckpointFailed(
+                        f"the background checkpoint of session "
+                        f"{model.name!r} took more than "
+                        f"{self.checkpoint_timeout:g} s"
+                    )
                 await asyncio.sleep(BACKGROUND_POLL)
             with open(path, encoding="utf-8") as f:
                 return json.load(f)
@@ -330,9 +423,16 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
 
     # -- restore and fork -----------------------------------------------------------------
 
-    async def restore(self, name: str, checkpoint_id: str | None = None, *,
-                      into: str | None = None, variables: list[str] | None = None,
-                      timeout: float | None = None, **create: Any) -> dict[str, Any]:
+    async def restore(
+        self,
+        name: str,
+        checkpoint_id: str | None = None,
+        *,
+        into: str | None = None,
+        variables: list[str] | None = None,
+        timeout: float | None = None,
+        **create: Any,
+    ) -> dict[str, Any]:
         """Restore a checkpoint of ``name`` into itself, or into a new session ``into`` (fork).
 
         The manifest is authenticated (signature and owner) before anything else happens, and
@@ -371,14 +471,22 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
                         self._restored(model, manifest, "restored")
                 return self._report(model, manifest, report, passed)
 
-    async def _fork(self, manifest: dict[str, Any], into: str, names: list[str] | None,
-                    passed: list[dict[str, Any]], **create: Any) -> dict[str, Any]:
+    async def _fork(
+        self,
+        manifest: dict[str, Any],
+        into: str,
+        names: list[str] | None,
+        passed: list[dict[str, Any]],
+        **create: Any,
+    ) -> dict[str, Any]:
         kernel_name = create.pop("kernel_name", None) or manifest.get("kernelspec")
         async with self.sessions.operation(into):  # held from create to load: no half fork
             model = await self.sessions.create(
-                into, kernel_name if isinstance(kernel_name, str) else None, **create)
+                into, kernel_name if isinstance(kernel_name, str) else None, **create
+            )
             self.sessions.transition(
-                model, M.RESTORING, f"forking {manifest['session']} checkpoint {manifest['id']}")
+                model, M.RESTORING, f"forking {manifest['session']} checkpoint {manifest['id']}"
+            )
             try:
                 report = await self._load(model, manifest, names, prune=False)
             except BaseException:
@@ -387,29 +495,45 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
             self._restored(model, manifest, f"forked from {manifest['session']}")
         return self._report(model, manifest, report, passed)
 
-    async def _load(self, model: SessionModel, manifest: dict[str, Any],
-                    names: list[str] | None, *, prune: bool) -> dict[str, Any]:
+    async def _load(
+        self, model: SessionModel, manifest: dict[str, Any], names: list[str] | None, *, prune: bool
+    ) -> dict[str, Any]:
         result = await self._call(
-            model, "restore_payload", self.store.blob_dir, manifest["variables"], names=names,
-            execution_count=manifest.get("execution_count"), prune=prune,
+            model,
+            "restore_payload",
+            self.store.blob_dir,
+            manifest["variables"],
+            names=names,
+            execution_count=manifest.get("execution_count"),
+            prune=prune,
             keep=[s.get("name") for s in manifest.get("skipped", []) if isinstance(s, dict)],
-            what="restore")
+            what="restore",
+        )
         if result.get("refused"):
             bad = sorted({f"{f['name']} ({f['reason']})" for f in result["failed"]})
             raise CheckpointInvalid(
                 f"signature mismatch: blobs of checkpoint {manifest['id']} do not match their "
-                f"signed hashes: {', '.join(bad[:5])}; nothing was restored", reason="tampered")
+                f"signed hashes: {', '.join(bad[:5])}; nothing was restored",
+                reason="tampered",
+            )
         return result
 
-    def _named_transition(self, model: SessionModel, to: str, reason: str,
-                          manifest: dict[str, Any]) -> None:
+    def _named_transition(
+        self, model: SessionModel, to: str, reason: str, manifest: dict[str, Any]
+    ) -> None:
         """A transition whose event names the checkpoint taken or restored, and its time."""
-        self.sessions.transition(model, to, reason, checkpoint=manifest["id"],
-                                 checkpoint_created=taken_at(manifest))
+        self.sessions.transition(
+            model, to, reason, checkpoint=manifest["id"], checkpoint_created=taken_at(manifest)
+        )
 
-    def _restored(self, model: SessionModel, manifest: dict[str, Any], verb: str,
-                  passed: list[dict[str, Any]] | None = None,
-                  missing: list[str] | None = None) -> None:
+    def _restored(
+        self,
+        model: SessionModel,
+        manifest: dict[str, Any],
+        verb: str,
+        passed: list[dict[str, Any]] | None = None,
+        missing: list[str] | None = None,
+    ) -> None:
         """Back to idle after ``manifest`` was loaded (``verb``: restored, forked from …);
         an automatic choice names what it passed over and what could not be restored."""
         extra: dict[str, Any] = {}
@@ -418,21 +542,36 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
         if missing:
             extra["missing"] = list(missing)
         self.sessions.transition(
-            model, M.IDLE, f"{verb} checkpoint {manifest['id']} taken {taken_at(manifest)}"
-            f"{fallback_note(passed or [], missing or [])}", checkpoint=manifest["id"],
-            checkpoint_created=taken_at(manifest), **extra)
+            model,
+            M.IDLE,
+            f"{verb} checkpoint {manifest['id']} taken {taken_at(manifest)}"
+            f"{fallback_note(passed or [], missing or [])}",
+            checkpoint=manifest["id"],
+            checkpoint_created=taken_at(manifest),
+            **extra,
+        )
 
     @staticmethod
-    def _report(model: SessionModel, manifest: dict[str, Any], result: dict[str, Any],
-                passed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def _report(
+        model: SessionModel,
+        manifest: dict[str, Any],
+        result: dict[str, Any],
+        passed: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         """``passed_over``: newer checkpoints not taken (and why); ``missing``: variables the
         chosen or passed-over checkpoints knew that are not restored (only when it chose)."""
         passed = passed or []
-        return {"session": model, "checkpoint": manifest["id"],
-                "restored": result.get("restored", []), "failed": result.get("failed", []),
-                "removed": result.get("removed", []), "passed_over": public_passed(passed),
-                "missing": missing_names(manifest, result, passed) if passed else
-                [f["name"] for f in result.get("failed", [])]}
+        return {
+            "session": model,
+            "checkpoint": manifest["id"],
+            "restored": result.get("restored", []),
+            "failed": result.get("failed", []),
+            "removed": result.get("removed", []),
+            "passed_over": public_passed(passed),
+            "missing": missing_names(manifest, result, passed)
+            if passed
+            else [f["name"] for f in result.get("failed", [])],
+        }
 
     def _still_current(self, model: SessionModel) -> None:
         """Inside an operation: the session was not deleted or renamed while we waited."""
@@ -452,8 +591,15 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
                 self.sessions.transition(model, M.DEAD, f"restore failed: {exc}")
             raise
 
-    async def _revive(self, model: SessionModel, manifest: dict[str, Any] | None, why: str,
-                      *, names: list[str] | None = None, verb: str = "restored") -> dict[str, Any]:
+    async def _revive(
+        self,
+        model: SessionModel,
+        manifest: dict[str, Any] | None,
+        why: str,
+        *,
+        names: list[str] | None = None,
+        verb: str = "restored",
+    ) -> dict[str, Any]:
         """A hibernated or dead session: new kernel (same id), then the checkpoint into it.
 
         The caller holds the session's operation. A refused or failed load leaves the session
@@ -480,9 +626,9 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
                 return
             await self._revive_best(model, "waking", "woken: restored", empty="woken")
 
-    async def _load_best(self, model: SessionModel, manifest: dict[str, Any] | None,
-                         passed: list[dict[str, Any]]
-                         ) -> tuple[dict[str, Any] | None, dict[str, Any], list[dict[str, Any]]]:
+    async def _load_best(
+        self, model: SessionModel, manifest: dict[str, Any] | None, passed: list[dict[str, Any]]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any], list[dict[str, Any]]]:
         """Load ``manifest`` (``store.choose``'s pick) into the session's running kernel; if
         the kernel refuses it (a blob changed since the store checked), the next one that
         verifies. Returns (manifest loaded or None, kernel report, all passed over)."""
@@ -491,12 +637,22 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
             try:
                 report = await self._load(model, manifest, None, prune=False)
             except CheckpointInvalid as exc:
-                self.log.warning("session %s: checkpoint %s refused by the kernel (%s); trying "
-                                 "an older one", model.name, manifest["id"], exc.reason)
-                refused.append({"id": manifest["id"], "reason": exc.reason,
-                                "names": sorted(manifest.get("variables", {}))})
+                self.log.warning(
+                    "session %s: checkpoint %s refused by the kernel (%s); trying an older one",
+                    model.name,
+                    manifest["id"],
+                    exc.reason,
+                )
+                refused.append(
+                    {
+                        "id": manifest["id"],
+                        "reason": exc.reason,
+                        "names": sorted(manifest.get("variables", {})),
+                    }
+                )
                 manifest, passed = await asyncio.to_thread(
-                    self.store.choose, model.name, {r["id"] for r in refused})
+                    self.store.choose, model.name, {r["id"] for r in refused}
+                )
                 continue
             break
         else:
@@ -504,28 +660,42 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
         merged = {p["id"]: p for p in passed + refused}
         return manifest, report, [merged[i] for i in sorted(merged, reverse=True)]
 
-    def _unverifiable(self, model: SessionModel, what: str,
-                      passed: list[dict[str, Any]]) -> CheckpointUnverifiable:
+    def _unverifiable(
+        self, model: SessionModel, what: str, passed: list[dict[str, Any]]
+    ) -> CheckpointUnverifiable:
         """Loudly: the session is idle with an EMPTY namespace, none of its checkpoints verified."""
-        message = (f"{what} with an EMPTY namespace: none of the {len(passed)} checkpoint(s) "
-                   f"of session {model.name!r} could be verified{fallback_note(passed, [])}")
+        message = (
+            f"{what} with an EMPTY namespace: none of the {len(passed)} checkpoint(s) "
+            f"of session {model.name!r} could be verified{fallback_note(passed, [])}"
+        )
         self.log.error("session %s: %s", model.name, message)
         if model.state == M.RESTORING:
             self.sessions.transition(model, M.IDLE, message, passed_over=public_passed(passed))
         return CheckpointUnverifiable(message)
 
-    async def _revive_best(self, model: SessionModel, doing: str, verb: str, *,
-                           empty: str = "restored") -> dict[str, Any]:
+    async def _revive_best(
+        self, model: SessionModel, doing: str, verb: str, *, empty: str = "restored"
+    ) -> dict[str, Any]:
         """A hibernated or dead session: new kernel (same id), then the newest checkpoint that
         verifies. The caller holds the operation. Nothing verifies: idle, empty, loudly."""
         manifest, passed = await asyncio.to_thread(self.store.choose, model.name)
-        why = (f"{doing}: restoring checkpoint {manifest['id']} taken {taken_at(manifest)}"
-               if manifest else doing)
+        why = (
+            f"{doing}: restoring checkpoint {manifest['id']} taken {taken_at(manifest)}"
+            if manifest
+            else doing
+        )
         await self._fresh_kernel(model, why)
         if manifest is None and not passed:
             self.sessions.transition(model, M.IDLE, f"{empty}: no checkpoint to restore")
-            return {"session": model, "checkpoint": None, "restored": [], "failed": [],
-                    "removed": [], "passed_over": [], "missing": []}
+            return {
+                "session": model,
+                "checkpoint": None,
+                "restored": [],
+                "failed": [],
+                "removed": [],
+                "passed_over": [],
+                "missing": [],
+            }
         try:
             manifest, report, passed = await self._load_best(model, manifest, passed)
         except BaseException as exc:
@@ -543,8 +713,9 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
         model = self.sessions.model(name)
         if model.state == M.HIBERNATED:
             return model
-        await self._until_idle(model, self.busy_timeout if timeout is None else timeout,
-                               "hibernation")
+        await self._until_idle(
+            model, self.busy_timeout if timeout is None else timeout, "hibernation"
+        )
         async with self.sessions.operation(model.name):
             self._still_current(model)
             if model.state == M.IDLE:
@@ -553,7 +724,9 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
                 raise SessionBusy(f"session {name!r} is {model.state}; try again")
         return model
 
-    async def _hibernate(self, model: SessionModel, why: str, *, checkpoint: bool | None = None) -> None:
+    async def _hibernate(
+        self, model: SessionModel, why: str, *, checkpoint: bool | None = None
+    ) -> None:
         """Checkpoint (by policy), then stop the kernel; the caller holds the operation and saw
         idle. If the checkpoint fails the kernel keeps running: nothing is lost to a policy.
         """
@@ -563,7 +736,8 @@ class CheckpointService(PoliciesMixin, LoggingConfigurable):
                 raise CheckpointPartial(
                     f"session {model.name!r} was not hibernated: its checkpoint "
                     f"{manifest['id']} is partial ({few(failed_names(manifest))} could not be "
-                    "saved), so its kernel keeps running")
+                    "saved), so its kernel keeps running"
+                )
             why = f"{why}; checkpoint {manifest['id']}"
         try:
             await self.sessions.stop_kernel(model)

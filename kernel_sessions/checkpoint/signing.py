@@ -32,8 +32,9 @@ MAX_MANIFEST_BYTES = 64 << 20  # refuse to read (and sign) anything bigger
 
 def canonical(obj: Any) -> bytes:
     """The one byte form that is signed (ASCII, sorted keys, no NaN: stable across Pythons)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
 
 
 def key_problem(data: bytes, st: os.stat_result) -> str | None:
@@ -69,8 +70,10 @@ class SigningKeyMixin:
                 raise CheckpointKeyError(f"cannot read the checkpoint key: {problem}") from None
             problem = key_problem(data, st)
             if problem:
-                raise CheckpointKeyError(f"the checkpoint key file {problem}; fix it, or delete "
-                                         "it to make a new one (which invalidates old checkpoints)")
+                raise CheckpointKeyError(
+                    f"the checkpoint key file {problem}; fix it, or delete "
+                    "it to make a new one (which invalidates old checkpoints)"
+                )
             self._key, self._key_stat = data, stat_key(st)
             return self._key
 
@@ -90,21 +93,30 @@ class SigningKeyMixin:
             except (OSError, ValueError):
                 problem = "was replaced by something that is not a readable key"
             else:
-                problem = (key_problem(data, st) or
-                           (None if hmac.compare_digest(data, self._key or b"")
-                            else "was replaced by another key"))
+                problem = key_problem(data, st) or (
+                    None
+                    if hmac.compare_digest(data, self._key or b"")
+                    else "was replaced by another key"
+                )
                 if problem is None:  # rewritten with the same bytes, or touched
                     self._key_stat = stat_key(st)
                     return
-        self.log.warning("the checkpoint key file %s while the server runs; rewriting it from "
-                         "the key in memory, which signed the existing checkpoints", problem)
+        self.log.warning(
+            "the checkpoint key file %s while the server runs; rewriting it from "
+            "the key in memory, which signed the existing checkpoints",
+            problem,
+        )
         try:
             if self._fs.stat(self.root) is None:
                 self._ready = False
             path = self._path("key")
             root_st = self._fs.stat(self.root)
-            if (os.name != "nt" and root_st is not None and root_st.st_uid == os.getuid()
-                    and stat.S_IMODE(root_st.st_mode) != DIR_MODE):
+            if (
+                os.name != "nt"
+                and root_st is not None
+                and root_st.st_uid == os.getuid()
+                and stat.S_IMODE(root_st.st_mode) != DIR_MODE
+            ):
                 os.chmod(self.root, DIR_MODE)
             self._fs.write_atomic(path, self._key or b"")
             st = self._fs.stat(path)

@@ -50,16 +50,32 @@ from traitlets.config import LoggingConfigurable
 from kernel_sessions.checkpoint.blobs import SHA_RE, BlobVerdicts, blob_algs, blob_error
 from kernel_sessions.checkpoint.files import STORAGE_FULL_ERRNOS, LocalFS, os_problem, storage_error
 from kernel_sessions.checkpoint.gc import GC_GRACE_SECONDS, GarbageMixin
-from kernel_sessions.checkpoint.ids import ID_RE, id_micros, new_checkpoint_id, validate_checkpoint_id
+from kernel_sessions.checkpoint.ids import (
+    ID_RE,
+    id_micros,
+    new_checkpoint_id,
+    validate_checkpoint_id,
+)
 from kernel_sessions.checkpoint.ledger import LedgerMixin
-from kernel_sessions.checkpoint.signing import MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, SigningKeyMixin, canonical
+from kernel_sessions.checkpoint.signing import (
+    MANIFEST_SUFFIX,
+    MAX_MANIFEST_BYTES,
+    SigningKeyMixin,
+    canonical,
+)
 from kernel_sessions.core.errors import CheckpointError, CheckpointInvalid, CheckpointNotFound
-from kernel_sessions.kernel.snapshot import _hasher
 from kernel_sessions.core.models import validate_name
+from kernel_sessions.kernel.snapshot import _hasher
 
 __all__ = [  # the names other modules import from here (some are defined beside this module)
-    "GC_GRACE_SECONDS", "MAX_LABEL_CHARS", "STORAGE_FULL_ERRNOS", "CheckpointStore", "canonical",
-    "failed_names", "is_partial", "validate_checkpoint_id",
+    "GC_GRACE_SECONDS",
+    "MAX_LABEL_CHARS",
+    "STORAGE_FULL_ERRNOS",
+    "CheckpointStore",
+    "canonical",
+    "failed_names",
+    "is_partial",
+    "validate_checkpoint_id",
 ]
 
 MANIFEST_FORMAT = 1
@@ -72,23 +88,36 @@ def is_partial(manifest: dict[str, Any]) -> bool:
     count as partial when a blob write failed."""
     if "partial" in manifest:
         return bool(manifest["partial"])
-    return any(isinstance(s, dict) and str(s.get("reason", "")).startswith("write failed")
-               for s in manifest.get("skipped", []))
+    return any(
+        isinstance(s, dict) and str(s.get("reason", "")).startswith("write failed")
+        for s in manifest.get("skipped", [])
+    )
 
 
 def failed_names(manifest: dict[str, Any]) -> list[str]:
     """Names of the variables a partial checkpoint failed to save."""
-    return [str(s.get("name")) for s in manifest.get("skipped", []) if isinstance(s, dict)
-            and (s.get("failed") or str(s.get("reason", "")).startswith("write failed"))]
+    return [
+        str(s.get("name"))
+        for s in manifest.get("skipped", [])
+        if isinstance(s, dict)
+        and (s.get("failed") or str(s.get("reason", "")).startswith("write failed"))
+    ]
 
 
 class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigurable):
     """Signed checkpoint manifests per session, over a blob directory the kernel writes into."""
 
-    root = Unicode(config=True, help="Checkpoint directory (default: "
-                   "<jupyter data dir>/kernel_sessions/checkpoints).")
-    keep_checkpoints = Integer(20, min=0, config=True, help="Unlabelled checkpoints kept per "
-                               "session (the newest); labelled ones are always kept. 0: no limit.")
+    root = Unicode(
+        config=True,
+        help="Checkpoint directory (default: <jupyter data dir>/kernel_sessions/checkpoints).",
+    )
+    keep_checkpoints = Integer(
+        20,
+        min=0,
+        config=True,
+        help="Unlabelled checkpoints kept per "
+        "session (the newest); labelled ones are always kept. 0: no limit.",
+    )
 
     @default("root")
     def _root_default(self) -> str:
@@ -122,8 +151,9 @@ class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigu
         return self._path("manifests", validate_name(session))
 
     def _manifest_path(self, session: str, checkpoint_id: str) -> str:
-        return self._fs.join(self._session_dir(session),
-                             validate_checkpoint_id(checkpoint_id) + MANIFEST_SUFFIX)
+        return self._fs.join(
+            self._session_dir(session), validate_checkpoint_id(checkpoint_id) + MANIFEST_SUFFIX
+        )
 
     def _blob_path(self, sha: object) -> str:
         if not isinstance(sha, str) or not SHA_RE.fullmatch(sha):
@@ -133,11 +163,18 @@ class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigu
     def _locked(self) -> contextlib.AbstractContextManager[None]:
         """Held to commit or delete anything: writes, pruning and GC exclude each other."""
         return self._fs.lock(self._path(LOCK_NAME))
+
     # -- write and read ------------------------------------------------------------------------
 
-    def write_manifest(self, session: str, dump_result: dict[str, Any], *,
-                       label: str | None = None, kernelspec: str | dict[str, Any],
-                       versions: dict[str, Any]) -> dict[str, Any]:
+    def write_manifest(
+        self,
+        session: str,
+        dump_result: dict[str, Any],
+        *,
+        label: str | None = None,
+        kernelspec: str | dict[str, Any],
+        versions: dict[str, Any],
+    ) -> dict[str, Any]:
         """Sign and commit a checkpoint of blobs the kernel already wrote; returns the manifest.
 
         Every referenced blob must exist with its recorded size, else nothing is written
@@ -146,13 +183,19 @@ class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigu
         """
         validate_name(session)
         label = label or None
-        if label is not None and (not isinstance(label, str) or len(label) > MAX_LABEL_CHARS
-                                  or not label.isprintable()):
-            raise CheckpointError(f"a label is printable text of at most {MAX_LABEL_CHARS} "
-                                  "characters", reason="invalid_label")
+        if label is not None and (
+            not isinstance(label, str) or len(label) > MAX_LABEL_CHARS or not label.isprintable()
+        ):
+            raise CheckpointError(
+                f"a label is printable text of at most {MAX_LABEL_CHARS} characters",
+                reason="invalid_label",
+            )
         variables, skipped = dump_result.get("variables"), dump_result.get("skipped", [])
-        if not isinstance(variables, dict) or not isinstance(skipped, list) or not all(
-                isinstance(k, str) and isinstance(v, dict) for k, v in variables.items()):
+        if (
+            not isinstance(variables, dict)
+            or not isinstance(skipped, list)
+            or not all(isinstance(k, str) and isinstance(v, dict) for k, v in variables.items())
+        ):
             raise CheckpointInvalid("malformed dump result", reason="corrupt")
         with self._locked():
             sizes: dict[str, int] = {}
@@ -161,19 +204,28 @@ class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigu
                 if sha is not None and sha not in sizes:
                     st = self._fs.stat(self._blob_path(sha))
                     if st is None or st.st_size != entry.get("size"):
-                        raise CheckpointInvalid(f"the blob of variable {name!r} is missing or "
-                                                "truncated; checkpoint not written",
-                                                reason="missing_blob")
+                        raise CheckpointInvalid(
+                            f"the blob of variable {name!r} is missing or "
+                            "truncated; checkpoint not written",
+                            reason="missing_blob",
+                        )
                     sizes[sha] = st.st_size
             # ids strictly increase per session, even if the clock steps back: "latest" is the
             # last one written, and pruning right after this write can never remove it
             previous = self.latest(session)  # valid ones only: a planted file cannot skew it
             micros = max(time.time_ns() // 1000, id_micros(previous["id"]) + 1 if previous else 0)
             manifest = {
-                "format": MANIFEST_FORMAT, "id": new_checkpoint_id(micros), "session": session,
-                "label": label, "created": micros / 1e6, "kernelspec": kernelspec,
-                "versions": dict(versions), "variables": variables, "skipped": skipped,
-                "bytes": sum(sizes.values()), "new_bytes": int(dump_result.get("bytes_written", 0)),
+                "format": MANIFEST_FORMAT,
+                "id": new_checkpoint_id(micros),
+                "session": session,
+                "label": label,
+                "created": micros / 1e6,
+                "kernelspec": kernelspec,
+                "versions": dict(versions),
+                "variables": variables,
+                "skipped": skipped,
+                "bytes": sum(sizes.values()),
+                "new_bytes": int(dump_result.get("bytes_written", 0)),
                 "execution_count": dump_result.get("execution_count"),
             }
             failed = [s for s in skipped if isinstance(s, dict) and s.get("failed")]
@@ -183,7 +235,9 @@ class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigu
             except (TypeError, ValueError) as exc:
                 raise CheckpointInvalid(f"manifest is not JSON: {exc}", reason="corrupt") from None
             if len(data) > MAX_MANIFEST_BYTES:
-                raise CheckpointInvalid(f"manifest over {MAX_MANIFEST_BYTES} bytes", reason="corrupt")
+                raise CheckpointInvalid(
+                    f"manifest over {MAX_MANIFEST_BYTES} bytes", reason="corrupt"
+                )
             try:
                 self._fs.ensure_dir(self._session_dir(session))
                 self._ledger_change(session, add={manifest["id"]})  # before the file: see _live
@@ -193,8 +247,11 @@ class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigu
             try:
                 self.prune(session)
             except (OSError, CheckpointError) as exc:
-                self.log.warning("pruning the checkpoints of session %s failed: %s", session,
-                                 os_problem(exc) if isinstance(exc, OSError) else exc)
+                self.log.warning(
+                    "pruning the checkpoints of session %s failed: %s",
+                    session,
+                    os_problem(exc) if isinstance(exc, OSError) else exc,
+                )
         return manifest
 
     def _load(self, owner: str, checkpoint_id: str, *, ledger: bool = True) -> dict[str, Any]:
@@ -207,8 +264,9 @@ class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigu
             raise CheckpointNotFound(f"no checkpoint {checkpoint_id} in session {owner}") from None
         except (OSError, ValueError) as exc:
             problem = os_problem(exc) if isinstance(exc, OSError) else str(exc)
-            raise CheckpointInvalid(f"cannot read checkpoint {checkpoint_id}: {problem}",
-                                    reason="corrupt") from None
+            raise CheckpointInvalid(
+                f"cannot read checkpoint {checkpoint_id}: {problem}", reason="corrupt"
+            ) from None
         try:
             doc = json.loads(data)
             manifest, mac = doc["manifest"], doc["hmac"]
@@ -216,24 +274,34 @@ class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigu
         except (ValueError, TypeError, KeyError, RecursionError):
             ok = False
         if not ok:
-            raise CheckpointInvalid(f"signature mismatch: checkpoint {checkpoint_id} of session "
-                                    f"{owner} is tampered, corrupt or signed with another key; "
-                                    "nothing was restored", reason="tampered")
+            raise CheckpointInvalid(
+                f"signature mismatch: checkpoint {checkpoint_id} of session "
+                f"{owner} is tampered, corrupt or signed with another key; "
+                "nothing was restored",
+                reason="tampered",
+            )
         if manifest.get("session") != owner:
-            raise CheckpointInvalid(f"signature mismatch: checkpoint {checkpoint_id} was signed "
-                                    f"for session {manifest.get('session')!r}, not {owner!r}; "
-                                    "nothing was restored", reason="wrong_session")
+            raise CheckpointInvalid(
+                f"signature mismatch: checkpoint {checkpoint_id} was signed "
+                f"for session {manifest.get('session')!r}, not {owner!r}; "
+                "nothing was restored",
+                reason="wrong_session",
+            )
         if manifest.get("id") != checkpoint_id:
-            raise CheckpointInvalid(f"file {checkpoint_id} holds checkpoint "
-                                    f"{manifest.get('id')!r}", reason="wrong_id")
+            raise CheckpointInvalid(
+                f"file {checkpoint_id} holds checkpoint {manifest.get('id')!r}", reason="wrong_id"
+            )
         if ledger and checkpoint_id not in self._live(owner):
-            raise CheckpointInvalid(f"checkpoint {checkpoint_id} of session {owner} was deleted; "
-                                    "this manifest is a copy put back and is refused",
-                                    reason="deleted")
+            raise CheckpointInvalid(
+                f"checkpoint {checkpoint_id} of session {owner} was deleted; "
+                "this manifest is a copy put back and is refused",
+                reason="deleted",
+            )
         return manifest
 
-    def read_manifest(self, session: str, checkpoint_id: str, *,
-                      source_session: str | None = None) -> dict[str, Any]:
+    def read_manifest(
+        self, session: str, checkpoint_id: str, *, source_session: str | None = None
+    ) -> dict[str, Any]:
         """The authenticated manifest of a checkpoint of ``session``.
 
         A fork restores another session's checkpoint: it names that session as
@@ -273,8 +341,9 @@ class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigu
             raise blob_error(manifest, problems)
         return manifest
 
-    def choose(self, session: str, exclude: set[str] | frozenset[str] = frozenset()
-               ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    def choose(
+        self, session: str, exclude: set[str] | frozenset[str] = frozenset()
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """What an automatic restore or a wake takes: the newest checkpoint that verifies fully
         and is complete; only if none is, the newest one that verifies (partial).
 
@@ -297,8 +366,9 @@ class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigu
             names = sorted(set(manifest.get("variables", {})) | set(failed_names(manifest)))
             problems = self.blob_problems(manifest)
             if problems:
-                passed.append({"id": cid, "reason": blob_error(manifest, problems).reason,
-                               "names": names})
+                passed.append(
+                    {"id": cid, "reason": blob_error(manifest, problems).reason, "names": names}
+                )
             elif is_partial(manifest):
                 if fallback is None:
                     fallback = (manifest, len(passed))
@@ -323,9 +393,17 @@ class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigu
         hidden, so the user sees it."""
         out = []
         for cid in self._ids(session):
-            summary: dict[str, Any] = {"id": cid, "valid": True, "label": None, "created": None,
-                                       "bytes": None, "new_bytes": None, "variables": None,
-                                       "skipped": None, "partial": None}
+            summary: dict[str, Any] = {
+                "id": cid,
+                "valid": True,
+                "label": None,
+                "created": None,
+                "bytes": None,
+                "new_bytes": None,
+                "variables": None,
+                "skipped": None,
+                "partial": None,
+            }
             try:
                 m = self._load(session, cid)
             except CheckpointNotFound:  # deleted meanwhile
@@ -333,9 +411,12 @@ class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigu
             except CheckpointInvalid as exc:
                 summary.update(valid=False, reason=exc.reason, message=str(exc))
             else:
-                summary.update({k: m.get(k) for k in ("label", "created", "bytes", "new_bytes")},
-                               variables=len(m["variables"]), skipped=len(m["skipped"]),
-                               partial=is_partial(m))
+                summary.update(
+                    {k: m.get(k) for k in ("label", "created", "bytes", "new_bytes")},
+                    variables=len(m["variables"]),
+                    skipped=len(m["skipped"]),
+                    partial=is_partial(m),
+                )
                 problems = self.blob_problems(m) if blobs else {}
                 if problems:
                     exc = blob_error(m, problems)
@@ -406,8 +487,9 @@ class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigu
             if moves:  # ledgers first (new, then old), files after: see _live
                 self._ledger_change(new, add={cid for cid, _ in moves})
             for cid, manifest in moves:
-                self._fs.write_atomic(self._manifest_path(new, cid),
-                                      self._sign({**manifest, "session": new}))
+                self._fs.write_atomic(
+                    self._manifest_path(new, cid), self._sign({**manifest, "session": new})
+                )
                 count += 1
             self.delete_session(old)  # ledger emptied, then the originals and temp leftovers
         return count
@@ -420,10 +502,17 @@ class CheckpointStore(SigningKeyMixin, LedgerMixin, GarbageMixin, LoggingConfigu
             return []
         with self._locked():
             valid = [s for s in self.list(session, blobs=False) if s["valid"]]
-            keeper = next((s["id"] for s in valid if not s["partial"]
-                           and self._blob_verdicts.present(s["manifest"], self._blob_path)), None)
+            keeper = next(
+                (
+                    s["id"]
+                    for s in valid
+                    if not s["partial"]
+                    and self._blob_verdicts.present(s["manifest"], self._blob_path)
+                ),
+                None,
+            )
             unlabelled = [s["id"] for s in valid if not s["label"]]
-            doomed = [cid for cid in unlabelled[self.keep_checkpoints:] if cid != keeper]
+            doomed = [cid for cid in unlabelled[self.keep_checkpoints :] if cid != keeper]
             if doomed:
                 self._ledger_change(session, remove=set(doomed))
             for cid in doomed:

@@ -53,6 +53,7 @@ def _ok(args: argparse.Namespace, obj: Any, human: Callable[[], None]) -> int:
 
 # -- sessions ---------------------------------------------------------------------------------
 
+
 def cmd_list(args: argparse.Namespace) -> int:
     sessions = _api(args).list_sessions()
     return _ok(args, sessions, lambda: R.sessions_table(sessions))
@@ -68,11 +69,20 @@ def cmd_create(args: argparse.Namespace) -> int:
     api = _api(args)
 
     def create() -> dict:
-        return api.create_session(name, args.kernel, ttl=args.ttl, tags=tags or None,
-                                  from_session=source, checkpoint=checkpoint or None)
+        return api.create_session(
+            name,
+            args.kernel,
+            ttl=args.ttl,
+            tags=tags or None,
+            from_session=source,
+            checkpoint=checkpoint or None,
+        )
 
-    s = R.with_progress(f"forking {source} into {name}", create, show=not args.json) \
-        if source else create()
+    s = (
+        R.with_progress(f"forking {source} into {name}", create, show=not args.json)
+        if source
+        else create()
+    )
     return _ok(args, s, lambda: R.say(f"created {s['name']} ({s['kernel']['name']}, {s['state']})"))
 
 
@@ -148,6 +158,7 @@ def _stream(api: KernelSessionsClient, kc: Any, name: str, code: str, timeout: f
 
 # -- variables --------------------------------------------------------------------------------
 
+
 def cmd_vars(args: argparse.Namespace) -> int:
     listing = _api(args).variables(_name(args.name), include_modules=args.all, filter=args.filter)
     return _ok(args, listing, lambda: R.variables_table(listing))
@@ -163,18 +174,23 @@ def cmd_set(args: argparse.Namespace) -> int:
     try:
         value = json.loads(args.value)
     except ValueError as e:
-        raise CliError(f"the value is not valid JSON ({e}); a string needs quotes: "
-                       "'\"text\"'") from None
+        raise CliError(
+            f"the value is not valid JSON ({e}); a string needs quotes: '\"text\"'"
+        ) from None
     r = _api(args).set_variable(_name(args.name), args.var, value)
     return _ok(args, r, lambda: R.say(f"set {args.name}.{args.var} ({r.get('type', '?')})"))
 
 
 # -- checkpoints ------------------------------------------------------------------------------
 
+
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     name, api = _name(args.name), _api(args)
-    c = R.with_progress(f"checkpointing {name}", lambda: api.create_checkpoint(
-        name, label=args.label, variables=args.var or None), show=not args.json)
+    c = R.with_progress(
+        f"checkpointing {name}",
+        lambda: api.create_checkpoint(name, label=args.label, variables=args.var or None),
+        show=not args.json,
+    )
     return _ok(args, c, lambda: R.checkpoint_done(c))
 
 
@@ -187,8 +203,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
     name, api = _name(args.name), _api(args)
     into = _name(args.into) if args.into else None
     cid = args.id or api.latest_checkpoint(name, deleted=into is not None)  # a fork: any name
-    r = R.with_progress(f"restoring {name} from {cid}", lambda: api.restore(
-        name, cid, into=into, variables=args.var or None), show=not args.json)
+    r = R.with_progress(
+        f"restoring {name} from {cid}",
+        lambda: api.restore(name, cid, into=into, variables=args.var or None),
+        show=not args.json,
+    )
     _ok(args, r, lambda: R.restore_done(r, cid))
     if r.get("failed"):
         R.warn(f"error: {len(r['failed'])} variable(s) could not be restored")
@@ -197,6 +216,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 # -- kernels, pool, server --------------------------------------------------------------------
+
 
 def cmd_console(args: argparse.Namespace) -> int:
     """``jupyter console --kernel session.<name>`` with a throwaway kernelspec (the provisioner
@@ -210,19 +230,25 @@ def cmd_console(args: argparse.Namespace) -> int:
     name, api = _name(args.name), _api(args)
     api.get_session(name)  # fail early and clearly on an unknown session
     # beside this Python first: `.venv/bin/jupyter kernel-sessions console` without an active venv
-    exe = shutil.which("jupyter-console", path=os.pathsep.join(
-        [os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    exe = shutil.which(
+        "jupyter-console",
+        path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+    )
     if exe is None:
-        raise CliError("jupyter console is not installed (pip install jupyter-console); "
-                       f"or use `jupyter kernel-sessions connection-file {name}` with any client")
+        raise CliError(
+            "jupyter console is not installed (pip install jupyter-console); "
+            f"or use `jupyter kernel-sessions connection-file {name}` with any client"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         spec_dir = Path(tmp, "kernels", spec_name(name))
         spec_dir.mkdir(parents=True)
         spec = kernelspec_json(name, url=api.server.url)
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
-        env = {**os.environ, "JUPYTER_PATH": os.pathsep.join(
-            [tmp, *filter(None, [os.environ.get("JUPYTER_PATH")])]),
-            "JUPYTER_TOKEN": api.server.token}
+        env = {
+            **os.environ,
+            "JUPYTER_PATH": os.pathsep.join([tmp, *filter(None, [os.environ.get("JUPYTER_PATH")])]),
+            "JUPYTER_TOKEN": api.server.token,
+        }
         code = subprocess.call([exe, "--kernel", spec_name(name), *args.extra], env=env)
     # jupyter console's own farewell says "Shutting down kernel": only the console ended
     R.say(f"detached from session {name} (it keeps running)")
@@ -240,8 +266,11 @@ def cmd_connection_file(args: argparse.Namespace) -> int:
     with os.fdopen(fd, "w") as f:
         json.dump(info, f, indent=1)
     os.chmod(path, 0o600)
-    return _ok(args, {"session": name, "path": str(path), "kernel_id": info.get("kernel_id")},
-               lambda: R.say(str(path)))
+    return _ok(
+        args,
+        {"session": name, "path": str(path), "kernel_id": info.get("kernel_id")},
+        lambda: R.say(str(path)),
+    )
 
 
 def cmd_pool(args: argparse.Namespace) -> int:
@@ -265,18 +294,32 @@ def cmd_install_kernelspec(args: argparse.Namespace) -> int:
 
     name = _name(args.name)
     prefix = sys.prefix if args.sys_prefix else args.prefix
-    path = install_kernelspec(name, url=args.url or "", display_name=args.display_name,
-                              kernel_name=args.kernel or "", user=prefix is None, prefix=prefix)
-    return _ok(args, {"name": spec_name(name), "path": path},
-               lambda: R.say(f"installed kernelspec {spec_name(name)} in {path}"))
+    path = install_kernelspec(
+        name,
+        url=args.url or "",
+        display_name=args.display_name,
+        kernel_name=args.kernel or "",
+        user=prefix is None,
+        prefix=prefix,
+    )
+    return _ok(
+        args,
+        {"name": spec_name(name), "path": path},
+        lambda: R.say(f"installed kernelspec {spec_name(name)} in {path}"),
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """A headless jupyter server with the extension (the runtime file lets the CLI find it)."""
     from jupyter_server.serverapp import ServerApp
 
-    argv = ["--no-browser", f"--ServerApp.ip={args.ip}", f"--ServerApp.port={args.port}",
-            "--ServerApp.jpserver_extensions=kernel_sessions=True", *args.extra]
+    argv = [
+        "--no-browser",
+        f"--ServerApp.ip={args.ip}",
+        f"--ServerApp.port={args.port}",
+        "--ServerApp.jpserver_extensions=kernel_sessions=True",
+        *args.extra,
+    ]
     ServerApp.launch_instance(argv=argv)
     return 0
 
@@ -290,21 +333,35 @@ def _pair(item: str, option: str) -> tuple[str, str]:
 
 # -- parser -----------------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=argparse.SUPPRESS,
-                        help="server URL (default: $JUPYTER_KERNEL_SESSIONS_URL, else the running "
-                             "servers)")
-    common.add_argument("--token", default=argparse.SUPPRESS,
-                        help="server token (default: $JUPYTER_TOKEN, else the server's runtime file)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print the API's JSON (for scripts)")
+    common.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="server URL (default: $JUPYTER_KERNEL_SESSIONS_URL, else the running servers)",
+    )
+    common.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        help="server token (default: $JUPYTER_TOKEN, else the server's runtime file)",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the API's JSON (for scripts)",
+    )
     parser = argparse.ArgumentParser(
-        prog="jupyter kernel-sessions", parents=[common],
-        description="Named, persistent, pooled IPython kernel sessions.")
+        prog="jupyter kernel-sessions",
+        parents=[common],
+        description="Named, persistent, pooled IPython kernel sessions.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name: str, fn: Callable, help: str, *args: tuple[tuple, dict]) -> argparse.ArgumentParser:
+    def add(
+        name: str, fn: Callable, help: str, *args: tuple[tuple, dict]
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help, description=help)
         for a, kw in args:
             p.add_argument(*a, **kw)
@@ -313,57 +370,131 @@ def build_parser() -> argparse.ArgumentParser:
 
     NAME = (("name",), {"help": "session name"})
     add("list", cmd_list, "list sessions")
-    add("create", cmd_create, "create a session (from the warm pool, or as a fork)", NAME,
+    add(
+        "create",
+        cmd_create,
+        "create a session (from the warm pool, or as a fork)",
+        NAME,
         (("--kernel",), {"help": "kernelspec (default: the server's)"}),
-        (("--from",), {"dest": "source", "metavar": "SESSION[:CHECKPOINT]",
-                       "help": "fork: start from a checkpoint of SESSION (default: its latest)"}),
+        (
+            ("--from",),
+            {
+                "dest": "source",
+                "metavar": "SESSION[:CHECKPOINT]",
+                "help": "fork: start from a checkpoint of SESSION (default: its latest)",
+            },
+        ),
         (("--ttl",), {"type": float, "help": "idle seconds before it expires"}),
-        (("--tag",), {"action": "append", "metavar": "KEY=VALUE"}))
+        (("--tag",), {"action": "append", "metavar": "KEY=VALUE"}),
+    )
     add("info", cmd_info, "show a session", NAME)
-    add("delete", cmd_delete, "delete a session (its kernel stops)", NAME,
-        (("--purge",), {"action": "store_true", "help": "delete its checkpoints too"}))
+    add(
+        "delete",
+        cmd_delete,
+        "delete a session (its kernel stops)",
+        NAME,
+        (("--purge",), {"action": "store_true", "help": "delete its checkpoints too"}),
+    )
     add("rename", cmd_rename, "rename a session", (("old",), {}), (("new",), {}))
     add("restart", cmd_restart, "restart a session's kernel (empty namespace)", NAME)
     add("interrupt", cmd_interrupt, "interrupt the running cell", NAME)
-    add("exec", cmd_exec, "run code in a session (exit 1 if it raised)", NAME,
+    add(
+        "exec",
+        cmd_exec,
+        "run code in a session (exit 1 if it raised)",
+        NAME,
         (("code",), {"help": "code, or - to read it from stdin"}),
-        (("--timeout",), {"type": float, "help": "seconds before the cell is interrupted"}))
-    add("vars", cmd_vars, "list a session's variables (without running a cell)", NAME,
+        (("--timeout",), {"type": float, "help": "seconds before the cell is interrupted"}),
+    )
+    add(
+        "vars",
+        cmd_vars,
+        "list a session's variables (without running a cell)",
+        NAME,
         (("--all",), {"action": "store_true", "help": "include modules"}),
-        (("--filter",), {"help": "substring or glob"}))
-    add("get", cmd_get, "print a variable's value", NAME, (("var",), {}),
-        (("--format",), {"choices": ["json", "repr"], "default": "json"}))
-    add("set", cmd_set, "set a variable to a JSON value", NAME, (("var",), {}),
-        (("value",), {"metavar": "JSON"}))
-    add("checkpoint", cmd_checkpoint, "checkpoint a session's namespace", NAME,
+        (("--filter",), {"help": "substring or glob"}),
+    )
+    add(
+        "get",
+        cmd_get,
+        "print a variable's value",
+        NAME,
+        (("var",), {}),
+        (("--format",), {"choices": ["json", "repr"], "default": "json"}),
+    )
+    add(
+        "set",
+        cmd_set,
+        "set a variable to a JSON value",
+        NAME,
+        (("var",), {}),
+        (("value",), {"metavar": "JSON"}),
+    )
+    add(
+        "checkpoint",
+        cmd_checkpoint,
+        "checkpoint a session's namespace",
+        NAME,
         (("--label",), {}),
-        (("--var",), {"action": "append", "help": "only these variables (repeatable)"}))
-    add("checkpoints", cmd_checkpoints, "list a session's checkpoints", NAME,
-        (("--deleted",), {"action": "store_true",
-                          "help": "also when the session was deleted (its checkpoints stay until "
-                                  "purged; restore one with --into NEW)"}))
-    add("restore", cmd_restore, "restore a checkpoint (default: the latest)", NAME,
+        (("--var",), {"action": "append", "help": "only these variables (repeatable)"}),
+    )
+    add(
+        "checkpoints",
+        cmd_checkpoints,
+        "list a session's checkpoints",
+        NAME,
+        (
+            ("--deleted",),
+            {
+                "action": "store_true",
+                "help": "also when the session was deleted (its checkpoints stay until "
+                "purged; restore one with --into NEW)",
+            },
+        ),
+    )
+    add(
+        "restore",
+        cmd_restore,
+        "restore a checkpoint (default: the latest)",
+        NAME,
         (("id",), {"nargs": "?", "help": "checkpoint id"}),
         (("--into",), {"metavar": "NEW", "help": "into a new session (a fork)"}),
-        (("--var",), {"action": "append", "help": "only these variables (repeatable)"}))
-    add("console", cmd_console, "open jupyter console on a session (other options go to it)",
-        NAME)
-    add("connection-file", cmd_connection_file,
+        (("--var",), {"action": "append", "help": "only these variables (repeatable)"}),
+    )
+    add("console", cmd_console, "open jupyter console on a session (other options go to it)", NAME)
+    add(
+        "connection-file",
+        cmd_connection_file,
         "write a connection file for the session's kernel (jupyter console --existing FILE)",
-        NAME, (("-o", "--output"), {"help": "where (default: the runtime dir)"}))
-    add("pool", cmd_pool, "show or resize the warm pool",
-        (("--resize",), {"action": "append", "metavar": "SPEC=N"}))
-    ks = add("install-kernelspec", cmd_install_kernelspec,
-             "install kernelspec session.NAME (for nbclient, papermill, jupyter console)", NAME,
-             (("--display-name",), {}),
-             (("--kernel",), {"help": "kernelspec of the session if it gets created"}))
+        NAME,
+        (("-o", "--output"), {"help": "where (default: the runtime dir)"}),
+    )
+    add(
+        "pool",
+        cmd_pool,
+        "show or resize the warm pool",
+        (("--resize",), {"action": "append", "metavar": "SPEC=N"}),
+    )
+    ks = add(
+        "install-kernelspec",
+        cmd_install_kernelspec,
+        "install kernelspec session.NAME (for nbclient, papermill, jupyter console)",
+        NAME,
+        (("--display-name",), {}),
+        (("--kernel",), {"help": "kernelspec of the session if it gets created"}),
+    )
     where = ks.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="the user's data dir (default)")
     where.add_argument("--sys-prefix", action="store_true", help="this environment")
     where.add_argument("--prefix", help="PREFIX/share/jupyter/kernels")
-    add("serve", cmd_serve, "run a headless jupyter server with kernel sessions (other options "
+    add(
+        "serve",
+        cmd_serve,
+        "run a headless jupyter server with kernel sessions (other options "
         "go to jupyter server, e.g. --allow-root)",
-        (("--ip",), {"default": DEFAULT_IP}), (("--port",), {"type": int, "default": DEFAULT_PORT}))
+        (("--ip",), {"default": DEFAULT_IP}),
+        (("--port",), {"type": int, "default": DEFAULT_PORT}),
+    )
     return parser
 
 

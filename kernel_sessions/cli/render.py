@@ -24,15 +24,29 @@ T = TypeVar("T")
 PROGRESS_AFTER = 1.0  # seconds before a long call shows a progress line
 PIPE_WIDTH = 200  # columns for tables when stdout is not a terminal
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-STATE_STYLES = {"idle": "green", "busy": "yellow", "starting": "cyan", "checkpointing": "cyan",
-                "restoring": "cyan", "hibernated": "blue", "unresponsive": "magenta", "dead": "red", "deleted": "red"}
+STATE_STYLES = {
+    "idle": "green",
+    "busy": "yellow",
+    "starting": "cyan",
+    "checkpointing": "cyan",
+    "restoring": "cyan",
+    "hibernated": "blue",
+    "unresponsive": "magenta",
+    "dead": "red",
+    "deleted": "red",
+}
 
 
 def console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     tty = stream.isatty()
-    return Console(file=stream, highlight=False, soft_wrap=not tty,
-                   width=None if tty else PIPE_WIDTH, no_color=not tty)
+    return Console(
+        file=stream,
+        highlight=False,
+        soft_wrap=not tty,
+        width=None if tty else PIPE_WIDTH,
+        no_color=not tty,
+    )
 
 
 def print_json(obj: Any) -> None:
@@ -49,6 +63,7 @@ def warn(message: str) -> None:
 
 
 # -- values ---------------------------------------------------------------------------------
+
 
 def human_bytes(n: int | None) -> str:
     if n is None:
@@ -97,6 +112,7 @@ def table(*columns: str) -> Table:
 
 # -- objects --------------------------------------------------------------------------------
 
+
 def attached_count(s: dict) -> int:
     """Clients attached to a session, each once: an open notebook or console holds one of the
     kernel's websocket connections, so the two are not added up."""
@@ -110,10 +126,16 @@ def sessions_table(sessions: list[dict]) -> None:
     t = table("NAME", "STATE", "KERNEL", "MEMORY", "ACTIVE", "ATTACHED", "OWNER", "TAGS")
     for s in sessions:
         tags = ",".join(f"{k}={v}" for k, v in sorted(s.get("tags", {}).items()))
-        t.add_row(s["name"], state_text(s["state"]), s["kernel"]["name"],
-                  human_bytes(s.get("memory_rss")), ago(s.get("last_activity")),
-                  str(attached_count(s)),
-                  s.get("owner") or "-", tags or "-")
+        t.add_row(
+            s["name"],
+            state_text(s["state"]),
+            s["kernel"]["name"],
+            human_bytes(s.get("memory_rss")),
+            ago(s.get("last_activity")),
+            str(attached_count(s)),
+            s.get("owner") or "-",
+            tags or "-",
+        )
     console().print(t)
 
 
@@ -122,8 +144,13 @@ def session_detail(s: dict) -> None:
     rows = [
         ("name", s["name"]),
         ("state", f"{s['state']} ({s['reason']})" if s.get("reason") else s["state"]),
-        ("kernel", (f"{k['name']} {k['id'] or '-'} ({k.get('execution_state') or '-'}, "
-                    f"{k.get('connections', 0)} connections)")),
+        (
+            "kernel",
+            (
+                f"{k['name']} {k['id'] or '-'} ({k.get('execution_state') or '-'}, "
+                f"{k.get('connections', 0)} connections)"
+            ),
+        ),
         ("created", f"{s['created']} ({ago(s['created'])})"),
         ("last activity", ago(s.get("last_activity"))),
         ("restarts", str(s.get("restarts", 0))),
@@ -155,21 +182,35 @@ def variables_table(listing: dict) -> None:
         shape = v.get("shape")
         length = v.get("len")
         dims = "×".join(map(str, shape)) if shape else ("" if length is None else str(length))
-        t.add_row(v["name"], v["type"], human_bytes(v.get("size")), dims or "-",
-                  (v.get("preview") or v.get("error") or "").replace("\n", " "))
+        t.add_row(
+            v["name"],
+            v["type"],
+            human_bytes(v.get("size")),
+            dims or "-",
+            (v.get("preview") or v.get("error") or "").replace("\n", " "),
+        )
     console().print(t)
     if listing.get("truncated"):
         warn(f"note: {listing.get('count')} variables, not all shown")
 
 
 def pool_table(pool: dict) -> None:
-    t = table("KERNELSPEC", "TARGET", "READY", "STARTING", "HITS", "MISSES", "HIT RATE",
-              "ACQUIRE P50")
+    t = table(
+        "KERNELSPEC", "TARGET", "READY", "STARTING", "HITS", "MISSES", "HIT RATE", "ACQUIRE P50"
+    )
     for spec, p in sorted(pool.get("pools", {}).items()):
         rate = "-" if p.get("hit_rate") is None else f"{p['hit_rate']:.0%}"
         p50 = "-" if p.get("acquire_p50_ms") is None else f"{p['acquire_p50_ms']:.1f} ms"
-        t.add_row(spec, str(p["target"]), str(p["ready"]), str(p["starting"]), str(p["hits"]),
-                  str(p["misses"]), rate, p50)
+        t.add_row(
+            spec,
+            str(p["target"]),
+            str(p["ready"]),
+            str(p["starting"]),
+            str(p["hits"]),
+            str(p["misses"]),
+            rate,
+            p50,
+        )
     console().print(t)
     limit = pool.get("max_kernels")
     say(f"max kernels: {limit if limit else 'no limit'}")
@@ -181,34 +222,48 @@ def checkpoints_table(items: list[dict]) -> None:
         return
     t = table("ID", "LABEL", "CREATED", "VARIABLES", "SIZE", "NEW", "VALID")
     for c in items:
-        valid = "yes" if c.get("valid", True) else f"no: {c.get('reason') or c.get('message') or ''}"
+        valid = (
+            "yes" if c.get("valid", True) else f"no: {c.get('reason') or c.get('message') or ''}"
+        )
         skipped = f" (+{c['skipped_count']} skipped)" if c.get("skipped_count") else ""
-        t.add_row(c["id"], c.get("label") or "-", ago(c.get("created")),
-                  f"{c.get('variable_count', 0)}{skipped}", human_bytes(c.get("bytes")),
-                  human_bytes(c.get("new_bytes")), valid)
+        t.add_row(
+            c["id"],
+            c.get("label") or "-",
+            ago(c.get("created")),
+            f"{c.get('variable_count', 0)}{skipped}",
+            human_bytes(c.get("bytes")),
+            human_bytes(c.get("new_bytes")),
+            valid,
+        )
     console().print(t)
 
 
 def checkpoint_done(c: dict) -> None:
-    say(f"checkpoint {c['id']} of {c['session']}: {c.get('variable_count', 0)} variables, "
-        f"{human_bytes(c.get('bytes'))} ({human_bytes(c.get('new_bytes'))} new)")
+    say(
+        f"checkpoint {c['id']} of {c['session']}: {c.get('variable_count', 0)} variables, "
+        f"{human_bytes(c.get('bytes'))} ({human_bytes(c.get('new_bytes'))} new)"
+    )
     for s in c.get("skipped", []):
         warn(f"skipped {s['name']} ({s.get('type', '?')}): {s.get('reason', '')}")
 
 
 def restore_done(r: dict, checkpoint: str) -> None:
     session = r.get("session", {}).get("name", "?")
-    say(f"restored {len(r.get('restored', []))} variables of checkpoint {checkpoint} into "
-        f"{session}")
+    say(
+        f"restored {len(r.get('restored', []))} variables of checkpoint {checkpoint} into {session}"
+    )
     removed = r.get("removed", [])
     if removed:
-        say(f"removed {len(removed)} variable(s) the checkpoint does not have: "
-            + ", ".join(removed))
+        say(
+            f"removed {len(removed)} variable(s) the checkpoint does not have: "
+            + ", ".join(removed)
+        )
     for f in r.get("failed", []):
         warn(f"not restored {f['name']}: {f.get('reason', '')}")
 
 
 # -- kernel outputs -------------------------------------------------------------------------
+
 
 def _plain(text: str, stream: Any) -> str:
     return text if stream.isatty() else ANSI.sub("", text)
@@ -233,6 +288,7 @@ def show_output(out: dict) -> None:
 
 
 # -- progress -------------------------------------------------------------------------------
+
 
 def with_progress(label: str, fn: Callable[[], T], *, show: bool = True) -> T:
     """Run ``fn``; if it takes over a second, show ``label`` with the elapsed time (stderr,

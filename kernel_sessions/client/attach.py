@@ -39,7 +39,6 @@ import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.blocking.client import BlockingKernelClient
 
-from kernel_sessions.client.rest import AsyncRestClient, RestClient
 from kernel_sessions.client.discovery import (
     TOKEN_ENV,
     URL_ENV,
@@ -48,6 +47,7 @@ from kernel_sessions.client.discovery import (
     ServerNotFound,
     find_server,
 )
+from kernel_sessions.client.rest import AsyncRestClient, RestClient
 
 __all__ = [
     "AsyncKernelSessionsClient",
@@ -74,12 +74,18 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 # -- clients ----------------------------------------------------------------------------------
 
+
 class KernelSessionsClient(RestClient):
     """The REST API, synchronously, plus ``connect`` to a session's kernel."""
 
-    def connect(self, name: str | None = None, *, create: bool = True,
-                kernel_name: str | None = None,
-                timeout: float = READY_TIMEOUT) -> SessionKernelClient:
+    def connect(
+        self,
+        name: str | None = None,
+        *,
+        create: bool = True,
+        kernel_name: str | None = None,
+        timeout: float = READY_TIMEOUT,
+    ) -> SessionKernelClient:
         """A started ``BlockingKernelClient`` on session ``name`` (None: the auto session)."""
         name, info = _connection(self, name, create, kernel_name)
         # the process-wide zmq context: a client's own context is terminated by its __del__,
@@ -100,9 +106,14 @@ class KernelSessionsClient(RestClient):
 class AsyncKernelSessionsClient(AsyncRestClient):
     """The REST API as coroutines, plus ``connect`` to a session's kernel."""
 
-    async def connect(self, name: str | None = None, *, create: bool = True,
-                      kernel_name: str | None = None,
-                      timeout: float = READY_TIMEOUT) -> AsyncSessionKernelClient:
+    async def connect(
+        self,
+        name: str | None = None,
+        *,
+        create: bool = True,
+        kernel_name: str | None = None,
+        timeout: float = READY_TIMEOUT,
+    ) -> AsyncSessionKernelClient:
         """A started ``AsyncKernelClient`` on session ``name`` (None: the auto session)."""
         # the lookups share the sync path (and its process-wide auto-session lock)
         sync = _sync_client(self.server)
@@ -120,6 +131,7 @@ class AsyncKernelSessionsClient(AsyncRestClient):
 
 
 # -- kernel clients ---------------------------------------------------------------------------
+
 
 class SessionKernelClient(BlockingKernelClient):
     """A jupyter_client ``BlockingKernelClient`` attached to a named session."""
@@ -218,8 +230,9 @@ async def _async_iopub(kc: AsyncKernelClient, timeout: float) -> None:
         probe = min(probe * 2, 1.0)
 
 
-def _connection(api: KernelSessionsClient, name: str | None, create: bool,
-                kernel_name: str | None) -> tuple[str, dict]:
+def _connection(
+    api: KernelSessionsClient, name: str | None, create: bool, kernel_name: str | None
+) -> tuple[str, dict]:
     """``(session name, connection info)``, creating the session (or the auto session)."""
     auto = name is None
     if auto:
@@ -268,12 +281,17 @@ def _reachable(server: ServerInfo, info: dict) -> dict:
     from jupyter_client.localinterfaces import is_local_ip
 
     if not addr.startswith("127.") and not is_local_ip(addr):
-        raise ClientError(f"the kernels of {server.url} listen on that machine only; use the "
-                          "REST calls (execute, variables) from here", "not_local", 409)
+        raise ClientError(
+            f"the kernels of {server.url} listen on that machine only; use the "
+            "REST calls (execute, variables) from here",
+            "not_local",
+            409,
+        )
     return info
 
 
 # -- auto sessions ----------------------------------------------------------------------------
+
 
 class _Auto:
     """This process's auto session on one server."""
@@ -436,6 +454,7 @@ if hasattr(os, "register_at_fork"):
 
 # -- module-level conveniences ----------------------------------------------------------------
 
+
 def _sync_client(server: ServerInfo) -> KernelSessionsClient:
     with _lock:
         key = (server.url, server.token)
@@ -448,8 +467,13 @@ def _sync_client(server: ServerInfo) -> KernelSessionsClient:
 def _find(url: str | None, token: str | None) -> ServerInfo:
     """``find_server``, remembered per arguments and environment (discovery reads files and
     probes servers)."""
-    key = (url, token, os.environ.get(URL_ENV), os.environ.get(TOKEN_ENV),
-           os.environ.get("JUPYTER_RUNTIME_DIR"))
+    key = (
+        url,
+        token,
+        os.environ.get(URL_ENV),
+        os.environ.get(TOKEN_ENV),
+        os.environ.get("JUPYTER_RUNTIME_DIR"),
+    )
     with _lock:
         server = _servers.get(key)
     if server is None:
@@ -463,9 +487,15 @@ def _default_client(url: str | None = None, token: str | None = None) -> KernelS
     return _sync_client(_find(url, token))
 
 
-def connect(name: str | None = None, *, create: bool = True, kernel_name: str | None = None,
-            url: str | None = None, token: str | None = None,
-            timeout: float = READY_TIMEOUT) -> SessionKernelClient:
+def connect(
+    name: str | None = None,
+    *,
+    create: bool = True,
+    kernel_name: str | None = None,
+    url: str | None = None,
+    token: str | None = None,
+    timeout: float = READY_TIMEOUT,
+) -> SessionKernelClient:
     """A started jupyter_client ``BlockingKernelClient`` attached to session ``name``.
 
     ``name=None`` uses this process's auto session (see the module docstring). A missing named
@@ -479,14 +509,20 @@ def connect(name: str | None = None, *, create: bool = True, kernel_name: str | 
             raise
     with _lock:  # the server found earlier is gone: look again, once
         _servers.clear()
-    return _default_client(url, token).connect(name, create=create, kernel_name=kernel_name,
-                                               timeout=timeout)
+    return _default_client(url, token).connect(
+        name, create=create, kernel_name=kernel_name, timeout=timeout
+    )
 
 
-async def connect_async(name: str | None = None, *, create: bool = True,
-                        kernel_name: str | None = None, url: str | None = None,
-                        token: str | None = None,
-                        timeout: float = READY_TIMEOUT) -> AsyncSessionKernelClient:
+async def connect_async(
+    name: str | None = None,
+    *,
+    create: bool = True,
+    kernel_name: str | None = None,
+    url: str | None = None,
+    token: str | None = None,
+    timeout: float = READY_TIMEOUT,
+) -> AsyncSessionKernelClient:
     """``connect`` returning a started ``AsyncKernelClient``."""
     server = await asyncio.to_thread(_find, url, token)
     api = AsyncKernelSessionsClient(server=server)

@@ -1,4 +1,4 @@
-"""Finding the Jupyter server that serves kernel sessions (for the CLI, the client, the provisioner).
+"""Finding the Jupyter server that serves kernel sessions (for the CLI, client, provisioner).
 
 Order: an explicit URL (``--url``), else ``JUPYTER_KERNEL_SESSIONS_URL``, else the running
 servers' runtime files (``jpserver-*.json``, what ``jupyter server list`` reads), taking the first
@@ -78,8 +78,9 @@ def split_url(url: str) -> tuple[str, str | None]:
             segments = segments[:i]
             break
     tokens = parse_qs(parts.query).get("token")
-    base = urlunsplit((parts.scheme, parts.netloc, "/" + "".join(f"{s}/" for s in segments),
-                       "", ""))
+    base = urlunsplit(
+        (parts.scheme, parts.netloc, "/" + "".join(f"{s}/" for s in segments), "", "")
+    )
     return base, (tokens[0] if tokens else None)
 
 
@@ -116,8 +117,11 @@ def running_servers(runtime_dir: str | None = None) -> Iterator[dict[str, Any]]:
                 info = json.load(f)
         except (OSError, ValueError):  # being written, or unreadable
             continue
-        if isinstance(info, dict) and isinstance(info.get("pid"), int) \
-                and psutil.pid_exists(info["pid"]):
+        if (
+            isinstance(info, dict)
+            and isinstance(info.get("pid"), int)
+            and psutil.pid_exists(info["pid"])
+        ):
             infos.append(info)
     infos.sort(key=lambda i: i.get("pid", 0), reverse=True)
     yield from infos
@@ -144,11 +148,13 @@ def probe(server: ServerInfo, timeout: float = PROBE_TIMEOUT) -> bool:
     except httpx.HTTPError:
         return False
     return r.status_code in (200, 403) and r.headers.get("content-type", "").startswith(
-        "application/json")
+        "application/json"
+    )
 
 
 def find_server(url: str | None = None, token: str | None = None) -> ServerInfo:
-    """The server to talk to (see the module docstring); ``ServerNotFound`` says how to start one."""
+    """The server to talk to (see the module docstring); ``ServerNotFound`` says how to start
+    one."""
     given = url or os.environ.get(URL_ENV)
     if token is None:
         token = os.environ.get(TOKEN_ENV)
@@ -170,5 +176,6 @@ def find_server(url: str | None = None, token: str | None = None) -> ServerInfo:
     if seen:
         raise ServerNotFound(
             f"none of the running Jupyter servers ({', '.join(seen)}) has the kernel_sessions "
-            f"extension; {HOW_TO_START}")
+            f"extension; {HOW_TO_START}"
+        )
     raise ServerNotFound(f"no running Jupyter server found; {HOW_TO_START}")

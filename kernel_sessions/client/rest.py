@@ -43,8 +43,10 @@ def _q(part: str) -> str:
     session, and no name, variable or checkpoint id of the API contains a ``/``."""
     text = str(part)
     if text in DOT_SEGMENTS or "/" in text:
-        raise ValueError(f"{text[:80]!r} is not a valid name or id (empty, '.', '..' and "
-                         "names with '/' are refused)")
+        raise ValueError(
+            f"{text[:80]!r} is not a valid name or id (empty, '.', '..' and "
+            "names with '/' are refused)"
+        )
     return quote(text, safe="")
 
 
@@ -54,8 +56,11 @@ def _json(r: httpx.Response) -> Any:
     if not r.content:
         return None
     if not r.headers.get("content-type", "").startswith("application/json"):
-        raise ClientError(f"the answer from {r.request.url} is not JSON (is that the Jupyter "
-                          "server's URL?)", "not_json", r.status_code)
+        raise ClientError(
+            f"the answer from {r.request.url} is not JSON (is that the Jupyter server's URL?)",
+            "not_json",
+            r.status_code,
+        )
     return r.json()
 
 
@@ -80,7 +85,8 @@ def _error(r: httpx.Response) -> ClientError:
         if r.status_code == 404:
             message += " (is the kernel_sessions extension enabled on that server?)"
         reason = {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(
-            r.status_code, "http_error")
+            r.status_code, "http_error"
+        )
     if r.status_code in (401, 403) and reason in ("forbidden", "unauthorized"):
         message += " (check the token: --token or JUPYTER_TOKEN)"
     return ClientError(message, reason, r.status_code)
@@ -104,8 +110,15 @@ class _Api:
 
     server: ServerInfo
 
-    def _call(self, method: str, path: str, *, decode: Callable[[httpx.Response], Any] = _json,
-              timeout: float | None = None, **kwargs: Any) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        decode: Callable[[httpx.Response], Any] = _json,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         raise NotImplementedError
 
     @staticmethod
@@ -123,9 +136,16 @@ class _Api:
     def get_session(self, name: str) -> Any:
         return self._call("GET", self._s(name))
 
-    def create_session(self, name: str, kernel_name: str | None = None, *,
-                       ttl: float | None = None, tags: dict[str, str] | None = None,
-                       from_session: str | None = None, checkpoint: str | None = None) -> Any:
+    def create_session(
+        self,
+        name: str,
+        kernel_name: str | None = None,
+        *,
+        ttl: float | None = None,
+        tags: dict[str, str] | None = None,
+        from_session: str | None = None,
+        checkpoint: str | None = None,
+    ) -> Any:
         """Create a session; with ``from_session`` it is a fork (of a checkpoint of it)."""
         body: dict[str, Any] = {"name": name}
         if kernel_name:
@@ -135,13 +155,22 @@ class _Api:
         if tags:
             body["tags"] = tags
         if from_session:
-            body["from"] = {"session": from_session,
-                            **({"checkpoint": checkpoint} if checkpoint else {})}
-        return self._call("POST", "sessions", json=body,
-                          timeout=LONG_TIMEOUT if from_session else None)
+            body["from"] = {
+                "session": from_session,
+                **({"checkpoint": checkpoint} if checkpoint else {}),
+            }
+        return self._call(
+            "POST", "sessions", json=body, timeout=LONG_TIMEOUT if from_session else None
+        )
 
-    def update_session(self, name: str, *, new_name: str | None = None, ttl: Any = _UNSET,
-                       tags: dict[str, str] | None = None) -> Any:
+    def update_session(
+        self,
+        name: str,
+        *,
+        new_name: str | None = None,
+        ttl: Any = _UNSET,
+        tags: dict[str, str] | None = None,
+    ) -> Any:
         body: dict[str, Any] = {}
         if new_name is not None:
             body["name"] = new_name
@@ -166,16 +195,21 @@ class _Api:
 
     def execute(self, name: str, code: str, timeout: float = 30.0) -> Any:
         """Run ``code``: ``{status, execution_count, outputs, truncated}`` (not streamed)."""
-        return self._call("POST", self._s(name, "execute"), json={"code": code, "timeout": timeout},
-                          timeout=timeout + EXECUTE_SLACK)
+        return self._call(
+            "POST",
+            self._s(name, "execute"),
+            json={"code": code, "timeout": timeout},
+            timeout=timeout + EXECUTE_SLACK,
+        )
 
     def connection_info(self, name: str) -> Any:
         """What a jupyter_client kernel client needs, signing key included."""
         return self._call("GET", self._s(name, "connection"))
 
     # variables
-    def variables(self, name: str, *, include_modules: bool = False,
-                  filter: str | None = None) -> Any:
+    def variables(
+        self, name: str, *, include_modules: bool = False, filter: str | None = None
+    ) -> Any:
         params = {"include_modules": "1" if include_modules else "0"}
         if filter:
             params["filter"] = filter
@@ -194,12 +228,22 @@ class _Api:
 
     def pull(self, name: str, var: str) -> Any:
         """A copy of the session's variable ``var`` (dill)."""
-        return self._call("GET", self._s(name, "variables", var), params={"format": "pickle"},
-                          decode=_unpickle, timeout=LONG_TIMEOUT)
+        return self._call(
+            "GET",
+            self._s(name, "variables", var),
+            params={"format": "pickle"},
+            decode=_unpickle,
+            timeout=LONG_TIMEOUT,
+        )
 
     def _push_one(self, name: str, var: str, value: Any) -> Any:
-        return self._call("PUT", self._s(name, "variables", var), content=_pickled(value),
-                          headers={"Content-Type": OCTET}, timeout=LONG_TIMEOUT)
+        return self._call(
+            "PUT",
+            self._s(name, "variables", var),
+            content=_pickled(value),
+            headers={"Content-Type": OCTET},
+            timeout=LONG_TIMEOUT,
+        )
 
     # pool
     def pool(self) -> Any:
@@ -211,11 +255,18 @@ class _Api:
     # checkpoints
     def checkpoints(self, name: str, *, deleted: bool = False) -> Any:
         """Summaries, newest first; ``deleted``: also those of a deleted session of that name."""
-        return self._call("GET", self._s(name, "checkpoints"),
-                          params={"deleted": "true"} if deleted else None)
+        return self._call(
+            "GET", self._s(name, "checkpoints"), params={"deleted": "true"} if deleted else None
+        )
 
-    def create_checkpoint(self, name: str, *, label: str | None = None,
-                          variables: list[str] | None = None, timeout: float | None = None) -> Any:
+    def create_checkpoint(
+        self,
+        name: str,
+        *,
+        label: str | None = None,
+        variables: list[str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         body: dict[str, Any] = {}
         if label is not None:
             body["label"] = label
@@ -231,20 +282,37 @@ class _Api:
     def delete_checkpoint(self, name: str, checkpoint: str) -> Any:
         return self._call("DELETE", self._s(name, "checkpoints", checkpoint))
 
-    def restore(self, name: str, checkpoint: str, *, into: str | None = None,
-                variables: list[str] | None = None) -> Any:
+    def restore(
+        self,
+        name: str,
+        checkpoint: str,
+        *,
+        into: str | None = None,
+        variables: list[str] | None = None,
+    ) -> Any:
         """Restore a checkpoint into the session, or ``into`` a new one (a fork)."""
         body: dict[str, Any] = {}
         if into:
             body["into"] = into
         if variables is not None:
             body["variables"] = variables
-        return self._call("POST", self._s(name, "checkpoints", checkpoint, "restore"), json=body,
-                          timeout=LONG_TIMEOUT)
+        return self._call(
+            "POST",
+            self._s(name, "checkpoints", checkpoint, "restore"),
+            json=body,
+            timeout=LONG_TIMEOUT,
+        )
 
     # leases (auto sessions)
-    def acquire_lease(self, name: str, owner: str, *, lease_seconds: float | None = None,
-                      kernel_name: str | None = None, create: bool = True) -> Any:
+    def acquire_lease(
+        self,
+        name: str,
+        owner: str,
+        *,
+        lease_seconds: float | None = None,
+        kernel_name: str | None = None,
+        create: bool = True,
+    ) -> Any:
         """Create session ``name`` owned by ``owner``, or renew ``owner``'s lease on it."""
         body: dict[str, Any] = {"owner": owner, "create": create}
         if lease_seconds is not None:
@@ -272,16 +340,33 @@ def _auth(server: ServerInfo) -> dict[str, str]:
 class RestClient(_Api):
     """The REST API, synchronously. ``url``/``token`` default to what discovery finds."""
 
-    def __init__(self, url: str | None = None, token: str | None = None, *,
-                 server: ServerInfo | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        server: ServerInfo | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         self.server = server or find_server(url, token)
         self._http = httpx.Client(headers=_auth(self.server), timeout=timeout)
 
-    def _call(self, method: str, path: str, *, decode: Callable[[httpx.Response], Any] = _json,
-              timeout: float | None = None, **kwargs: Any) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        decode: Callable[[httpx.Response], Any] = _json,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         try:
-            r = self._http.request(method, self.server.api_root + path,
-                                   timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs)
+            r = self._http.request(
+                method,
+                self.server.api_root + path,
+                timeout=timeout or httpx.USE_CLIENT_DEFAULT,
+                **kwargs,
+            )
         except httpx.HTTPError as e:
             raise _unreachable(self.server, e) from None
         if r.is_error:
@@ -309,17 +394,33 @@ class RestClient(_Api):
 class AsyncRestClient(_Api):
     """The REST API, as coroutines."""
 
-    def __init__(self, url: str | None = None, token: str | None = None, *,
-                 server: ServerInfo | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        server: ServerInfo | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         self.server = server or find_server(url, token)
         self._http = httpx.AsyncClient(headers=_auth(self.server), timeout=timeout)
 
-    async def _call(self, method: str, path: str, *,  # type: ignore[override]
-                    decode: Callable[[httpx.Response], Any] = _json,
-                    timeout: float | None = None, **kwargs: Any) -> Any:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,  # type: ignore[override]
+        decode: Callable[[httpx.Response], Any] = _json,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         try:
-            r = await self._http.request(method, self.server.api_root + path,
-                                         timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs)
+            r = await self._http.request(
+                method,
+                self.server.api_root + path,
+                timeout=timeout or httpx.USE_CLIENT_DEFAULT,
+                **kwargs,
+            )
         except httpx.HTTPError as e:
             raise _unreachable(self.server, e) from None
         if r.is_error:

@@ -9,12 +9,11 @@ create time so a recycled pid is never mistaken for the kernel).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import asyncio
 import os
 import signal
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import psutil

@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from queue import Empty
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from nbformat.v4 import output_from_msg
 
@@ -56,8 +57,12 @@ class OutputCollector:
         if self._clear_pending:
             self._clear()
         out = dict(output_from_msg(msg))
-        if (kind == "stream" and self.outputs and self.outputs[-1].get("output_type") == "stream"
-                and self.outputs[-1]["name"] == out["name"]):
+        if (
+            kind == "stream"
+            and self.outputs
+            and self.outputs[-1].get("output_type") == "stream"
+            and self.outputs[-1]["name"] == out["name"]
+        ):
             grow = len(out["text"])
             if self._fits(grow):
                 self.outputs[-1]["text"] += out["text"]
@@ -116,8 +121,7 @@ async def execute(
         try:
             await _sync_iopub(kc, deadline)
         except TimeoutError:  # a hung (stopped, frozen) or vanishing kernel: nothing ran
-            return {"status": "timeout", "execution_count": None, "outputs": [],
-                    "truncated": False}
+            return {"status": "timeout", "execution_count": None, "outputs": [], "truncated": False}
         msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False)
         idle = False
         while not idle:

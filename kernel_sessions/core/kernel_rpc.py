@@ -26,16 +26,22 @@ def handed_out_warm(km: object) -> bool:
     return bool(getattr(km, WARM_MARK, False))
 
 
-def helper_execute(kc: object, code: str, user_expressions: dict | None = None,
-                   subshell_id: str | None = None) -> str:
+def helper_execute(
+    kc: object, code: str, user_expressions: dict | None = None, subshell_id: str | None = None
+) -> str:
     """Send a silent, history-less execute on ``kc``'s shell channel; return its msg_id.
 
     The msg_id carries ``HELPER_MSG_PREFIX``, so watchers can tell the busy/idle this causes
     from a user's execution.
     """
-    content = {"code": code, "silent": True, "store_history": False,
-               "user_expressions": user_expressions or {}, "allow_stdin": False,
-               "stop_on_error": False}
+    content = {
+        "code": code,
+        "silent": True,
+        "store_history": False,
+        "user_expressions": user_expressions or {},
+        "allow_stdin": False,
+        "stop_on_error": False,
+    }
     msg = kc.session.msg("execute_request", content)  # type: ignore[attr-defined]
     msg["header"]["msg_id"] = msg["msg_id"] = HELPER_MSG_PREFIX + msg["header"]["msg_id"]
     if subshell_id is not None:
@@ -44,7 +50,7 @@ def helper_execute(kc: object, code: str, user_expressions: dict | None = None,
     return msg["header"]["msg_id"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def module_source(module: str) -> str:
     return resources.files("kernel_sessions.kernel").joinpath(f"{module}.py").read_text("utf-8")
 
@@ -73,8 +79,9 @@ def call_code(module: str, func: str, *args: object, **kwargs: object) -> str:
     )
 
 
-def ns_call_code(module: str, func: str, *args: object, hidden: bool = False,
-                 **kwargs: object) -> str:
+def ns_call_code(
+    module: str, func: str, *args: object, hidden: bool = False, **kwargs: object
+) -> str:
     """Like :func:`call_code`, with the shell's user namespace as first argument.
 
     ``hidden=True`` also passes IPython's ``user_ns_hidden`` (names IPython put there itself).
@@ -125,5 +132,7 @@ def startup_line(module: str, func: str, directory: str | os.PathLike[str], *arg
         raise TypeError("start-up line arguments are plain literals")
     call = ", ".join(repr(a) for a in args)
     # a list whose last item is the call's result (None): nothing is displayed
-    return (f"[__import__('runpy').run_path({str(path)!r}), "
-            f"__import__('sys').modules[{PRIVATE_PREFIX + module!r}].{func}({call})][-1]")
+    return (
+        f"[__import__('runpy').run_path({str(path)!r}), "
+        f"__import__('sys').modules[{PRIVATE_PREFIX + module!r}].{func}({call})][-1]"
+    )

@@ -46,13 +46,17 @@ class SweepsMixin:
         self.transition(model, M.STARTING, "restarting after death")
         asyncio.ensure_future(self._finish_auto_restart(model, kernel_id))
 
-    async def _finish_auto_restart(self: KernelSessionManager, model: SessionModel, kernel_id: str) -> None:
+    async def _finish_auto_restart(
+        self: KernelSessionManager, model: SessionModel, kernel_id: str
+    ) -> None:
         with self.expecting_exit(kernel_id):
             async with self.operation(model.name):
                 if self.is_current(model):
                     await self._until_restarted(model, kernel_id)
 
-    async def _until_restarted(self: KernelSessionManager, model: SessionModel, kernel_id: str) -> None:
+    async def _until_restarted(
+        self: KernelSessionManager, model: SessionModel, kernel_id: str
+    ) -> None:
         try:
             km = self.kernel_manager.get_kernel(kernel_id)
             deadline = time.monotonic() + READY_TIMEOUT
@@ -95,12 +99,17 @@ class SweepsMixin:
         kernel never slows the others' checks."""
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            models = [m for m in list(self._sessions.values())
-                      if m.state in BEATING and m.name in self._watchers
-                      and not self.exit_expected(m.kernel_id)]
+            models = [
+                m
+                for m in list(self._sessions.values())
+                if m.state in BEATING
+                and m.name in self._watchers
+                and not self.exit_expected(m.kernel_id)
+            ]
             beats = await asyncio.gather(
                 *(self._watchers[m.name].beat(self.heartbeat_interval) for m in models),
-                return_exceptions=True)
+                return_exceptions=True,
+            )
             for model, ok in zip(models, beats):
                 if self.is_current(model) and not self.exit_expected(model.kernel_id):
                     self._heard(model, ok is True)
@@ -110,15 +119,21 @@ class SweepsMixin:
         if ok:
             self._hb_misses.pop(kid, None)
             if model.state == M.UNRESPONSIVE:
-                self.transition(model, self._before_hang.pop(kid, M.IDLE),
-                                "answering heartbeats again")
+                self.transition(
+                    model, self._before_hang.pop(kid, M.IDLE), "answering heartbeats again"
+                )
             return
         misses = self._hb_misses[kid] = self._hb_misses.get(kid, 0) + 1
         if misses >= self.heartbeat_misses and model.state in (M.IDLE, M.BUSY):
             self._before_hang[kid] = model.state
-            self.transition(model, M.UNRESPONSIVE, (
-                f"kernel missed {misses} heartbeats: stopped or frozen; restart or delete "
-                "the session (a stopped process resumes with SIGCONT)"))
+            self.transition(
+                model,
+                M.UNRESPONSIVE,
+                (
+                    f"kernel missed {misses} heartbeats: stopped or frozen; restart or delete "
+                    "the session (a stopped process resumes with SIGCONT)"
+                ),
+            )
 
     async def _reap_loop(self: KernelSessionManager) -> None:
         """End sessions whose owner's lease lapsed; expire idle ones past their TTL; now and then
@@ -134,8 +149,11 @@ class SweepsMixin:
                     if model.owner and model.lease_expires and model.lease_expires < now:
                         self.log.info("session %s: lease of %s lapsed", model.name, model.owner)
                         await self.delete(model.name)
-                    elif (model.ttl and model.state == M.IDLE
-                          and now - model.last_activity > model.ttl):
+                    elif (
+                        model.ttl
+                        and model.state == M.IDLE
+                        and now - model.last_activity > model.ttl
+                    ):
                         await self._expire(model)
                 except Exception:
                     self.log.exception("sweep of session %s failed", model.name)

@@ -13,8 +13,9 @@ import contextlib
 import os
 import secrets
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from jupyter_client.multikernelmanager import AsyncMultiKernelManager
 from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
@@ -23,12 +24,17 @@ from traitlets.config import LoggingConfigurable
 
 from kernel_sessions.core import models as M
 from kernel_sessions.core.adoption import adopt, process_create_time
-from kernel_sessions.core.errors import InvalidTransition, KernelFailed, SessionExists, SessionNotFound
-from kernel_sessions.core.lifecycle import NameLocks
-from kernel_sessions.core.models import SessionModel, check_transition, validate_name
+from kernel_sessions.core.errors import (
+    InvalidTransition,
+    KernelFailed,
+    SessionExists,
+    SessionNotFound,
+)
 from kernel_sessions.core.kernel_rpc import handed_out_warm
-from kernel_sessions.core.registry import Registry, secure_dir
+from kernel_sessions.core.lifecycle import NameLocks
 from kernel_sessions.core.liveness import READY_TIMEOUT, SweepsMixin
+from kernel_sessions.core.models import SessionModel, check_transition, validate_name
+from kernel_sessions.core.registry import Registry, secure_dir
 from kernel_sessions.core.variables import VariablesService
 from kernel_sessions.core.watch import SessionWatcher, fresh_client
 
@@ -48,39 +54,59 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
     """Create, find, rename, restart, interrupt and delete named kernel sessions."""
 
     data_dir = Unicode(config=True, help="Where the registry (and later checkpoints) live.")
-    registry_path = Unicode("", config=True, help="SQLite file (default: <data_dir>/registry.sqlite3).")
+    registry_path = Unicode(
+        "", config=True, help="SQLite file (default: <data_dir>/registry.sqlite3)."
+    )
     root_dir = Unicode(config=True, help="Working directory of session kernels.")
     default_kernel_name = Unicode("python3", config=True)
     pool_sizes = Dict({"python3": 2}, config=True, help="Warm spares per kernelspec.")
     keep_kernels_on_stop = Bool(
-        False, config=True, help="Leave session kernels running when the manager stops, "
+        False,
+        config=True,
+        help="Leave session kernels running when the manager stops, "
         "instead of hibernating the sessions (checkpoint, then stop the kernel).",
     )
     death_check_interval = Float(0.25, config=True, help="Seconds between liveness checks.")
     reap_interval = Float(1.0, config=True, help="Seconds between lease and TTL sweeps.")
     lease_seconds = Float(60.0, config=True, help="Default lease of owned sessions.")
     default_ttl = Float(
-        None, allow_none=True, config=True,
+        None,
+        allow_none=True,
+        config=True,
         help="Idle seconds before a named session expires (None: never).",
     )
-    leased_ttl = Float(LEASED_TTL, config=True, help="Idle seconds before a leased session expires.")
+    leased_ttl = Float(
+        LEASED_TTL, config=True, help="Idle seconds before a leased session expires."
+    )
     stop_timeout = Float(
-        15.0, min=0.0, config=True, help="Seconds a server stop waits, all sessions at once, "
+        15.0,
+        min=0.0,
+        config=True,
+        help="Seconds a server stop waits, all sessions at once, "
         "for sessions to hibernate; those not done by then are left running to be re-adopted.",
     )
-    heartbeat_interval = Float(1.0, min=0.05, config=True,
-                               help="Seconds between heartbeats sent to each session kernel.")
-    heartbeat_misses = Integer(3, min=1, config=True, help="Heartbeats in a row a kernel may "
-                               "miss before its session is shown as unresponsive.")
+    heartbeat_interval = Float(
+        1.0, min=0.05, config=True, help="Seconds between heartbeats sent to each session kernel."
+    )
+    heartbeat_misses = Integer(
+        3,
+        min=1,
+        config=True,
+        help="Heartbeats in a row a kernel may miss before its session is shown as unresponsive.",
+    )
     kernel_manager = Instance(AsyncMultiKernelManager, allow_none=True)
     # the layers above the core, named rather than imported (nothing here imports upward)
     kernel_manager_class = Type(
-        "kernel_sessions.pool.PooledMultiKernelManager", klass=AsyncMultiKernelManager,
-        config=True, help="The multi-kernel manager started when none is given.",
+        "kernel_sessions.pool.PooledMultiKernelManager",
+        klass=AsyncMultiKernelManager,
+        config=True,
+        help="The multi-kernel manager started when none is given.",
     )
     checkpoint_service_class = Type(
-        "kernel_sessions.checkpoint.service.CheckpointService", klass=LoggingConfigurable,
-        config=True, help="The checkpoint service (save, restore, hibernate, recover).",
+        "kernel_sessions.checkpoint.service.CheckpointService",
+        klass=LoggingConfigurable,
+        config=True,
+        help="The checkpoint service (save, restore, hibernate, recover).",
     )
     event_logger = Instance("jupyter_events.EventLogger", allow_none=True)
 
@@ -138,16 +164,21 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
         self._started = True
         try:
             self._secure_data_dir()
-            self.registry = Registry(self.registry_path
-                                     or os.path.join(self.data_dir, "registry.sqlite3"))
+            self.registry = Registry(
+                self.registry_path or os.path.join(self.data_dir, "registry.sqlite3")
+            )
         except BaseException:
             self._started = False  # nothing began yet: the next start tries again
             raise
         if self.kernel_manager is None:
             runtime = secure_dir(Path(jupyter_runtime_dir()))
             self.kernel_manager = self.kernel_manager_class(
-                parent=self, log=self.log, pool_sizes=self.pool_sizes, connection_dir=str(runtime),
-                pool_cwd=self.root_dir, default_kernel_name=self.default_kernel_name,
+                parent=self,
+                log=self.log,
+                pool_sizes=self.pool_sizes,
+                connection_dir=str(runtime),
+                pool_cwd=self.root_dir,
+                default_kernel_name=self.default_kernel_name,
             )
             self._owns_km = True
         if self.event_logger is not None:
@@ -184,8 +215,10 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
         models = list(self._sessions.values())
         stopped = [False] * len(models)
         if not keep:
+
             async def one(i: int, model: SessionModel) -> None:
                 stopped[i] = await self.checkpointing.on_stop(model)
+
             jobs = [asyncio.ensure_future(one(i, m)) for i, m in enumerate(models)]
             if jobs:
                 done, pending = await asyncio.wait(jobs, timeout=self.stop_timeout)
@@ -193,8 +226,11 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
                     job.cancel()
                 await asyncio.gather(*jobs, return_exceptions=True)
                 if pending:
-                    self.log.warning("%d session(s) left running: not hibernated within %g s",
-                                     len(pending), self.stop_timeout)
+                    self.log.warning(
+                        "%d session(s) left running: not hibernated within %g s",
+                        len(pending),
+                        self.stop_timeout,
+                    )
         for model, ok in zip(models, stopped):
             if not ok and model.kernel_id in km and hasattr(km, "release_kernel"):
                 km.release_kernel(model.kernel_id)
@@ -248,10 +284,18 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
             model.last_activity = time.time()
         if not self.save(model):
             return
-        self._emit(STATE_SCHEMA_ID, {
-            "name": model.name, "from": old, "to": to, "reason": reason,
-            "kernel_id": model.kernel_id, "restarts": model.restarts, **extra,
-        })
+        self._emit(
+            STATE_SCHEMA_ID,
+            {
+                "name": model.name,
+                "from": old,
+                "to": to,
+                "reason": reason,
+                "kernel_id": model.kernel_id,
+                "restarts": model.restarts,
+                **extra,
+            },
+        )
 
     def save(self, model: SessionModel) -> bool:
         """Write ``model``'s row; False (nothing written) if it is not the current session."""
@@ -333,8 +377,12 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
         kid = model.kernel_id
         with self.expecting_exit(kid):
             await self.stop_kernel(model, now=True)
-            await km.start_kernel(kernel_name=model.kernel_name, kernel_id=kid,
-                                  independent=True, cwd=model.cwd or self.root_dir)
+            await km.start_kernel(
+                kernel_name=model.kernel_name,
+                kernel_id=kid,
+                independent=True,
+                cwd=model.cwd or self.root_dir,
+            )
             await self.attach_kernel(model, wait=not handed_out_warm(km.get_kernel(kid)))
 
     async def _kill_for(self, model: SessionModel, what: str) -> None:
@@ -344,8 +392,9 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
         stuck = model.state in PREEMPTIBLE or not self.responsive(model.kernel_id)
         if kernel is None or not stuck or not self._locks.held_by_other(model.name):
             return  # a create or restart under way is waited for, not killed
-        self.log.warning("session %s: %s while an operation runs: killing its kernel",
-                         model.name, what)
+        self.log.warning(
+            "session %s: %s while an operation runs: killing its kernel", model.name, what
+        )
         with self.expecting_exit(model.kernel_id):
             with contextlib.suppress(Exception):
                 if kernel.has_kernel and kernel.provisioner is not None:
@@ -392,8 +441,9 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
         """
         model = self.model(name)
         if model.state == M.HIBERNATED:
-            raise InvalidTransition(f"session {name!r} is hibernated ({model.reason}); "
-                                    "await ks.attach(name) to wake it")
+            raise InvalidTransition(
+                f"session {name!r} is hibernated ({model.reason}); await ks.attach(name) to wake it"
+            )
         if model.state == M.DEAD:
             raise InvalidTransition(f"session {name!r} is {model.state}: {model.reason}")
         kc = fresh_client(self.kernel_manager.get_kernel(model.kernel_id))
@@ -417,24 +467,37 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
 
     # -- checkpoints (see checkpointing.py) -----------------------------------------------
 
-    async def checkpoint(self, name: str, *, label: str | None = None,
-                         variables: list[str] | None = None,
-                         timeout: float | None = None) -> dict:
+    async def checkpoint(
+        self,
+        name: str,
+        *,
+        label: str | None = None,
+        variables: list[str] | None = None,
+        timeout: float | None = None,
+    ) -> dict:
         """Checkpoint the session's namespace; returns the signed manifest."""
-        return await self.checkpointing.checkpoint(name, label=label, variables=variables,
-                                                   timeout=timeout)
+        return await self.checkpointing.checkpoint(
+            name, label=label, variables=variables, timeout=timeout
+        )
 
     async def checkpoints(self, name: str) -> list[dict]:
         """Summaries of the session's checkpoints, newest first."""
         return await self.checkpointing.list(name)
 
-    async def restore(self, name: str, checkpoint_id: str | None = None, *,
-                      into: str | None = None, variables: list[str] | None = None,
-                      **kw: Any) -> dict:
+    async def restore(
+        self,
+        name: str,
+        checkpoint_id: str | None = None,
+        *,
+        into: str | None = None,
+        variables: list[str] | None = None,
+        **kw: Any,
+    ) -> dict:
         """Restore a checkpoint (default: the latest) into the session, or fork it ``into`` a
         new one; returns ``{session, checkpoint, restored, failed, removed}``."""
-        return await self.checkpointing.restore(name, checkpoint_id, into=into,
-                                                variables=variables, **kw)
+        return await self.checkpointing.restore(
+            name, checkpoint_id, into=into, variables=variables, **kw
+        )
 
     async def hibernate(self, name: str) -> SessionModel:
         """Checkpoint and stop the kernel; the next attach wakes the session."""
@@ -447,8 +510,13 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
     # -- create / delete ------------------------------------------------------------------
 
     async def create(
-        self, name: str, kernel_name: str | None = None, *, owner: str | None = None,
-        lease_seconds: float | None = None, ttl: float | None = None,
+        self,
+        name: str,
+        kernel_name: str | None = None,
+        *,
+        owner: str | None = None,
+        lease_seconds: float | None = None,
+        ttl: float | None = None,
         tags: dict[str, str] | None = None,
     ) -> SessionModel:
         """Start a session; the registry's primary key makes a name taken exactly once.
@@ -460,25 +528,49 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
         async with self.operation(name):
             if name in self._sessions:
                 raise SessionExists(f"session {name!r} already exists")
-            return await self._create(name, kernel_name, owner=owner,
-                                      lease_seconds=lease_seconds, ttl=ttl, tags=tags)
+            return await self._create(
+                name, kernel_name, owner=owner, lease_seconds=lease_seconds, ttl=ttl, tags=tags
+            )
 
-    async def _create(self, name: str, kernel_name: str | None, *, owner: str | None,
-                      lease_seconds: float | None, ttl: float | None,
-                      tags: dict[str, str] | None) -> SessionModel:
+    async def _create(
+        self,
+        name: str,
+        kernel_name: str | None,
+        *,
+        owner: str | None,
+        lease_seconds: float | None,
+        ttl: float | None,
+        tags: dict[str, str] | None,
+    ) -> SessionModel:
         now = time.time()
         model = SessionModel(
-            name=name, kernel_id="", kernel_name=kernel_name or self.default_kernel_name,
-            owner=owner, tags=dict(tags or {}), created=now, last_activity=now,
+            name=name,
+            kernel_id="",
+            kernel_name=kernel_name or self.default_kernel_name,
+            owner=owner,
+            tags=dict(tags or {}),
+            created=now,
+            last_activity=now,
             ttl=ttl if ttl is not None else (self.leased_ttl if owner else self.default_ttl),
             lease_expires=now + (lease_seconds or self.lease_seconds) if owner else None,
-            cwd=self.root_dir, reason="created", generation=secrets.token_hex(8),
+            cwd=self.root_dir,
+            reason="created",
+            generation=secrets.token_hex(8),
         )
         self.registry.insert(model)  # SessionExists for a taken name, across processes too
         self.registry.forget_name(name)  # a redirect from this name to a renamed session ends
         self._sessions[name] = model
-        self._emit(STATE_SCHEMA_ID, {"name": name, "from": None, "to": M.STARTING,
-                                     "reason": "created", "kernel_id": "", "restarts": 0})
+        self._emit(
+            STATE_SCHEMA_ID,
+            {
+                "name": name,
+                "from": None,
+                "to": M.STARTING,
+                "reason": "created",
+                "kernel_id": "",
+                "restarts": 0,
+            },
+        )
         try:
             model.kernel_id = await self.kernel_manager.start_kernel(
                 kernel_name=model.kernel_name, independent=True, cwd=self.root_dir
@@ -494,7 +586,8 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
             if model.kernel_id and model.kernel_id in self.kernel_manager:
                 with self.expecting_exit(model.kernel_id):
                     await asyncio.shield(
-                        self.kernel_manager.shutdown_kernel(model.kernel_id, now=True))
+                        self.kernel_manager.shutdown_kernel(model.kernel_id, now=True)
+                    )
             raise
         if owner:  # the lease runs from when the session is usable
             model.lease_expires = time.time() + (lease_seconds or self.lease_seconds)
@@ -513,7 +606,8 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
         if not getattr(km, "_kernel_sessions_watched", False):
             km._kernel_sessions_watched = True
             self.kernel_manager.add_restart_callback(
-                model.kernel_id, lambda kid=model.kernel_id: self._on_auto_restart(kid), "restart")
+                model.kernel_id, lambda kid=model.kernel_id: self._on_auto_restart(kid), "restart"
+            )
         old = self._watchers.pop(model.name, None)
         if old:
             old.stop()
@@ -570,7 +664,9 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
             await asyncio.to_thread(self.checkpointing.store.rename_session, old, new)
         return model
 
-    async def update(self, name: str, *, ttl: float | None = ..., tags: dict | None = None) -> SessionModel:  # type: ignore[assignment]
+    async def update(
+        self, name: str, *, ttl: float | None = ..., tags: dict | None = None
+    ) -> SessionModel:  # type: ignore[assignment]
         model = self.model(name)
         if ttl is not ...:
             model.ttl = ttl
@@ -654,8 +750,11 @@ class KernelSessionManager(SweepsMixin, LoggingConfigurable):
                 if km is not None:
                     with self.expecting_exit(model.kernel_id):
                         await self.kernel_manager.shutdown_kernel(model.kernel_id, now=True)
-            self.log.info("session %s: finishing an interrupted %s", model.name,
-                          "delete" if model.state == M.DELETED else "create")
+            self.log.info(
+                "session %s: finishing an interrupted %s",
+                model.name,
+                "delete" if model.state == M.DELETED else "create",
+            )
             self.registry.delete(model.name, model.generation)
             return
         if not model.generation:  # a row from before generations: give it one

@@ -37,8 +37,7 @@ HIBERNATED = "hibernated"
 UNRESPONSIVE = "unresponsive"  # the process is there but misses heartbeats (stopped, frozen)
 DEAD = "dead"
 DELETED = "deleted"
-STATES = (STARTING, IDLE, BUSY, CHECKPOINTING, RESTORING, HIBERNATED, UNRESPONSIVE, DEAD,
-          DELETED)
+STATES = (STARTING, IDLE, BUSY, CHECKPOINTING, RESTORING, HIBERNATED, UNRESPONSIVE, DEAD, DELETED)
 LIVE = (IDLE, BUSY)  # a kernel that answers and holds the session's namespace
 HAS_KERNEL = frozenset({IDLE, BUSY, CHECKPOINTING, RESTORING})  # running, answering, attachable
 GONE = frozenset({DEAD, DELETED, HIBERNATED})  # no kernel to attach to
@@ -60,14 +59,16 @@ def session_name_of(kernel_name: object) -> str | None:
     """
     if not isinstance(kernel_name, str) or not kernel_name.startswith(SPEC_PREFIX):
         return None
-    return validate_name(kernel_name[len(SPEC_PREFIX):])
+    return validate_name(kernel_name[len(SPEC_PREFIX) :])
+
 
 # from-state -> allowed to-states; see docs/architecture.md.
 # ``starting`` is also the way back after a restart (manual or automatic).
 TRANSITIONS: dict[str, frozenset[str]] = {
     STARTING: frozenset({IDLE, BUSY, RESTORING, DEAD, DELETED}),
-    IDLE: frozenset({BUSY, CHECKPOINTING, RESTORING, HIBERNATED, STARTING, UNRESPONSIVE, DEAD,
-                     DELETED}),
+    IDLE: frozenset(
+        {BUSY, CHECKPOINTING, RESTORING, HIBERNATED, STARTING, UNRESPONSIVE, DEAD, DELETED}
+    ),
     BUSY: frozenset({IDLE, CHECKPOINTING, RESTORING, STARTING, UNRESPONSIVE, DEAD, DELETED}),
     CHECKPOINTING: frozenset({IDLE, BUSY, DEAD, DELETED}),
     RESTORING: frozenset({IDLE, BUSY, DEAD, DELETED}),

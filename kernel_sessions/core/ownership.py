@@ -47,16 +47,24 @@ class OwnerInfo:
     @classmethod
     def current(cls) -> OwnerInfo:
         pid = os.getpid()
-        return cls(pid=pid, create_time=psutil.Process(pid).create_time(),
-                   hostname=socket.gethostname(), since=time.time())
+        return cls(
+            pid=pid,
+            create_time=psutil.Process(pid).create_time(),
+            hostname=socket.gethostname(),
+            since=time.time(),
+        )
 
     @classmethod
     def parse(cls, raw: bytes) -> OwnerInfo | None:
         """The record in ``raw``, or None for an empty, partly written or foreign file."""
         try:
             data = json.loads(raw.decode("utf-8"))
-            return cls(pid=int(data["pid"]), create_time=float(data["create_time"]),
-                       hostname=str(data["hostname"]), since=float(data.get("since", 0.0)))
+            return cls(
+                pid=int(data["pid"]),
+                create_time=float(data["create_time"]),
+                hostname=str(data["hostname"]),
+                since=float(data.get("since", 0.0)),
+            )
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             return None
 
@@ -98,8 +106,10 @@ class OwnershipLock:
     def __enter__(self) -> OwnershipLock:
         if not self.acquire():
             owner = self.owner()
-            raise BlockingIOError(errno.EWOULDBLOCK, "the data dir has another owner"
-                                  + (f" ({owner.describe()})" if owner else ""))
+            raise BlockingIOError(
+                errno.EWOULDBLOCK,
+                "the data dir has another owner" + (f" ({owner.describe()})" if owner else ""),
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:

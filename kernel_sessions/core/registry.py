@@ -20,9 +20,10 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from kernel_sessions.core.errors import SessionExists, SessionNotFound
 from kernel_sessions.core.models import STATES, SessionModel, validate_name
@@ -111,8 +112,10 @@ class Registry:
             if c not in have:
                 conn.execute(f"ALTER TABLE sessions ADD COLUMN {c} {_SQL_TYPES.get(c, 'TEXT')}")
         conn.execute("CREATE TABLE IF NOT EXISTS renamed (old TEXT PRIMARY KEY, new TEXT NOT NULL)")
-        conn.execute("CREATE TABLE IF NOT EXISTS quarantine (name TEXT, row TEXT NOT NULL, "
-                     "reason TEXT NOT NULL, at REAL NOT NULL)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS quarantine (name TEXT, row TEXT NOT NULL, "
+            "reason TEXT NOT NULL, at REAL NOT NULL)"
+        )
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _open(self) -> sqlite3.Connection:
@@ -122,8 +125,9 @@ class Registry:
             aside = self.path.with_name(
                 f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
             )
-            log.error("session registry %s is unreadable (%s); moved aside to %s", self.path, e,
-                      aside)
+            log.error(
+                "session registry %s is unreadable (%s); moved aside to %s", self.path, e, aside
+            )
             for suffix in ("", "-wal", "-shm"):
                 src = Path(str(self.path) + suffix)
                 if src.exists():
@@ -135,9 +139,11 @@ class Registry:
         still be read from it, so sessions are served rather than the server refusing."""
         original = self.path
         detail = getattr(error, "strerror", None) or str(error)  # no paths: it is shown to users
-        self.degraded = (f"session registry {original.name} cannot be written "
-                         f"({type(error).__name__}: {detail}); using {original.name}"
-                         f"{FALLBACK_SUFFIX}")
+        self.degraded = (
+            f"session registry {original.name} cannot be written "
+            f"({type(error).__name__}: {detail}); using {original.name}"
+            f"{FALLBACK_SUFFIX}"
+        )
         log.error("%s", self.degraded)
         rows: list[dict[str, Any]] = []
         if original.is_file():
@@ -152,8 +158,11 @@ class Registry:
             self._create_tables(conn)
         for row in rows:
             cols = [c for c in row if c in _COLUMNS]
-            conn.execute(f"INSERT OR IGNORE INTO sessions ({', '.join(cols)}) VALUES "
-                         f"({', '.join('?' * len(cols))})", [row[c] for c in cols])
+            conn.execute(
+                f"INSERT OR IGNORE INTO sessions ({', '.join(cols)}) VALUES "
+                f"({', '.join('?' * len(cols))})",
+                [row[c] for c in cols],
+            )
         return conn
 
     @staticmethod
@@ -234,8 +243,10 @@ class Registry:
 
     def set_generation(self, name: str, generation: str) -> None:
         """Give a row written before generations existed one (once)."""
-        self._conn.execute("UPDATE sessions SET generation=? WHERE name=? AND "
-                           "COALESCE(generation, '')=''", (generation, name))
+        self._conn.execute(
+            "UPDATE sessions SET generation=? WHERE name=? AND COALESCE(generation, '')=''",
+            (generation, name),
+        )
 
     def get(self, name: str) -> SessionModel:
         row = self._conn.execute("SELECT * FROM sessions WHERE name=?", (name,)).fetchone()
@@ -246,7 +257,9 @@ class Registry:
     def list(self) -> list[SessionModel]:
         """Every readable session; unreadable rows are moved to quarantine (see module doc)."""
         out = []
-        for r in self._conn.execute("SELECT rowid AS _rowid, * FROM sessions ORDER BY name").fetchall():
+        for r in self._conn.execute(
+            "SELECT rowid AS _rowid, * FROM sessions ORDER BY name"
+        ).fetchall():
             try:
                 out.append(self._from_row(r))
             except BadRow as e:
@@ -262,8 +275,10 @@ class Registry:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("INSERT INTO quarantine (name, row, reason, at) VALUES (?, ?, ?, ?)",
-                         (name, json.dumps(d, default=repr), reason, time.time()))
+            conn.execute(
+                "INSERT INTO quarantine (name, row, reason, at) VALUES (?, ?, ?, ?)",
+                (name, json.dumps(d, default=repr), reason, time.time()),
+            )
             conn.execute("DELETE FROM sessions WHERE rowid=?", (row["_rowid"],))
             conn.execute("COMMIT")
         except BaseException:
@@ -272,8 +287,10 @@ class Registry:
 
     def quarantined(self) -> list[dict[str, Any]]:
         """Rows set aside at startup: ``{name, reason, at}``, oldest first."""
-        return [{"name": r["name"], "reason": r["reason"], "at": r["at"]}
-                for r in self._conn.execute("SELECT name, reason, at FROM quarantine ORDER BY at")]
+        return [
+            {"name": r["name"], "reason": r["reason"], "at": r["at"]}
+            for r in self._conn.execute("SELECT name, reason, at FROM quarantine ORDER BY at")
+        ]
 
     def rename(self, old: str, new: str) -> None:
         """Rename, and remember where ``old`` went (and where every earlier name of it went),
@@ -312,7 +329,8 @@ class Registry:
         else:
             cur = self._conn.execute(
                 "DELETE FROM sessions WHERE name=? AND COALESCE(generation, '')=?",
-                (name, generation))
+                (name, generation),
+            )
         if cur.rowcount:
             self._conn.execute("DELETE FROM renamed WHERE new=?", (name,))
 

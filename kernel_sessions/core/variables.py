@@ -20,8 +20,8 @@ from traitlets.config import LoggingConfigurable
 
 from kernel_sessions.core import models as M
 from kernel_sessions.core.errors import InvalidTransition, KernelSessionError
-from kernel_sessions.kernel.inspector import gc_paused
 from kernel_sessions.core.kernel_rpc import ns_call_code
+from kernel_sessions.kernel.inspector import gc_paused
 
 BUSY_ANSWER_TIMEOUT = 1.0  # seconds a listing may wait on a busy kernel before going stale
 CALL_TIMEOUT = 30.0  # seconds for an idle kernel to answer a variables request
@@ -53,11 +53,12 @@ class VariableError(KernelSessionError):
     def _message(r: dict[str, Any]) -> str:
         name = r.get("name")
         return {
-            "invalid_name": f"{name!r} is not a variable name (names are looked up, never evaluated)",
+            "invalid_name": f"{name!r} is not a variable name "
+            "(names are looked up, never evaluated)",
             "not_found": f"no variable named {name!r}",
             "reserved": f"{name!r} belongs to IPython and cannot be changed",
             "too_large": f"{name!r} is {r.get('size')} bytes, over the limit for this format; "
-                         "fetch it with format=pickle, or raise max_variable_bytes",
+            "fetch it with format=pickle, or raise max_variable_bytes",
             "not_json": f"{name!r} is not JSON-serializable: use format=repr or format=pickle",
             "not_picklable": f"{name!r} cannot be pickled",
             "unpickle_failed": "the value could not be unpickled in the kernel",
@@ -70,7 +71,8 @@ class VariablesService(LoggingConfigurable):
     """Variables of the sessions of one ``KernelSessionManager``."""
 
     max_variable_bytes = Integer(
-        1024 * 1024, config=True,
+        1024 * 1024,
+        config=True,
         help="Largest value returned as json or repr; larger ones need format=pickle.",
     )
     max_pickle_bytes = Integer(
@@ -92,8 +94,9 @@ class VariablesService(LoggingConfigurable):
             raise InvalidTransition(f"session {name!r} has no running kernel")
         return model, watcher
 
-    async def _call(self, name: str, func: str, *args: Any, hidden: bool = False,
-                    **kwargs: Any) -> Any:
+    async def _call(
+        self, name: str, func: str, *args: Any, hidden: bool = False, **kwargs: Any
+    ) -> Any:
         await self.sessions.attach(name)  # wakes a hibernated session
         model, watcher = self._watcher(name)
         if model.state == M.UNRESPONSIVE:  # a read would only wait out CALL_TIMEOUT
@@ -102,8 +105,9 @@ class VariablesService(LoggingConfigurable):
         text = await watcher.evaluate(code, CALL_TIMEOUT)
         return ast.literal_eval(text)
 
-    async def list(self, name: str, *, include_modules: bool = False,
-                   filter: str | None = None) -> dict[str, Any]:
+    async def list(
+        self, name: str, *, include_modules: bool = False, filter: str | None = None
+    ) -> dict[str, Any]:
         """``{variables, count, truncated, stale, busy}``; never waits for a running cell."""
         await self.sessions.attach(name)
         model, watcher = self._watcher(name)
@@ -116,17 +120,21 @@ class VariablesService(LoggingConfigurable):
                 raise TimeoutError("busy")
             try:  # structured: the listing is decoded once, with the reply message
                 listing = await watcher.evaluate(
-                    ns_call_code("inspector", "listing_result", **kwargs), timeout,
-                    concurrent=busy, mime=LISTING_MIME)
+                    ns_call_code("inspector", "listing_result", **kwargs),
+                    timeout,
+                    concurrent=busy,
+                    mime=LISTING_MIME,
+                )
             except KeyError:  # the kernel's display formatter dropped application/json
                 text = await watcher.evaluate(
-                    ns_call_code("inspector", "listing_payload", **kwargs), timeout,
-                    concurrent=busy)
+                    ns_call_code("inspector", "listing_payload", **kwargs), timeout, concurrent=busy
+                )
                 listing = json.loads(ast.literal_eval(text))
             listing = _entries(listing)
         except TimeoutError:
-            last = self._last.get(key, {"variables": [], "count": 0, "truncated": False,
-                                        "listed_at": None})
+            last = self._last.get(
+                key, {"variables": [], "count": 0, "truncated": False, "listed_at": None}
+            )
             return {**last, "stale": True, "busy": True}
         listing["listed_at"] = time.time()
         self._last[key] = listing
@@ -142,8 +150,9 @@ class VariablesService(LoggingConfigurable):
             result["data"] = base64.b64decode(result.pop("data_b64"))
         return result
 
-    async def set(self, name: str, var: str, *, value: Any = None,
-                  pickled: bytes | None = None) -> dict[str, Any]:
+    async def set(
+        self, name: str, var: str, *, value: Any = None, pickled: bytes | None = None
+    ) -> dict[str, Any]:
         """Bind ``var`` to a JSON value, or to dill bytes unpickled inside the kernel."""
         if pickled is not None:
             if len(pickled) > self.max_pickle_bytes:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from kernel_sessions.core.errors import InvalidTransition
-from kernel_sessions.kernel.inspector import gc_paused
 from kernel_sessions.core.kernel_rpc import HELPER_MSG_PREFIX, helper_execute
+from kernel_sessions.kernel.inspector import gc_paused
 
 STATUS_STATES = ("busy", "idle")
 KERNEL_INFO_RETRY = 1.0  # seconds before a kernel_info request is sent again
@@ -143,15 +144,17 @@ class SessionWatcher:
             if msg["msg_type"] != "status":
                 continue
             parent = msg.get("parent_header") or {}
-            if (parent.get("msg_type") != "execute_request"
-                    or str(parent.get("msg_id", "")).startswith(HELPER_MSG_PREFIX)):
+            if parent.get("msg_type") != "execute_request" or str(
+                parent.get("msg_id", "")
+            ).startswith(HELPER_MSG_PREFIX):
                 continue  # not a user's execution: one of our silent helpers
             state = msg["content"].get("execution_state")
             if state in STATUS_STATES:
                 self.on_status(state)
 
-    async def evaluate(self, expr: str, timeout: float, *, concurrent: bool = False,
-                       mime: str = "text/plain") -> Any:
+    async def evaluate(
+        self, expr: str, timeout: float, *, concurrent: bool = False, mime: str = "text/plain"
+    ) -> Any:
         """Evaluate ``expr`` silently in the kernel and return its ``mime`` representation.
 
         Runs as ``user_expressions`` of a silent, history-less execute from this watcher's own
@@ -179,8 +182,10 @@ class SessionWatcher:
             # stop() closed the channels under a waiting request (the session was deleted or
             # its kernel replaced): a refusal for the caller, not a cancellation of its task
             if self._stopped:
-                raise InvalidTransition("the session's kernel went away (deleted, restarted "
-                                        "or replaced) while it was being asked") from None
+                raise InvalidTransition(
+                    "the session's kernel went away (deleted, restarted "
+                    "or replaced) while it was being asked"
+                ) from None
             raise
 
     async def _subshell_id(self, timeout: float) -> str | None:

@@ -33,6 +33,7 @@ TRACK_MIN_BYTES = 1 << 20  # smaller buffers are cheaper to hash than to track
 MAX_TRACKED = 4096  # ranges registered at once (each may split a mapping in two or three)
 SCAN_REGIONS = 64  # page regions fetched per PAGEMAP_SCAN call
 
+
 def _ioctl(fd: int, request: int, arg: Any) -> Any:
     """``fcntl.ioctl``, imported on use: only a tracker that opened (so fcntl exists) calls it."""
     import fcntl
@@ -58,12 +59,17 @@ _PAGE_IS_FILE = 1 << 2
 _PAGE_IS_PRESENT = 1 << 3
 _PAGE_IS_SWAPPED = 1 << 4
 _PAGE_IS_PFNZERO = 1 << 5
-_SCAN_ARG = struct.Struct("12Q")  # size flags start end walk_end vec vec_len max_pages inv mask anyof ret
+_SCAN_ARG = struct.Struct(
+    "12Q"
+)  # size flags start end walk_end vec vec_len max_pages inv mask anyof ret
 
 
 class _Region(ctypes.Structure):
-    _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64),
-                ("categories", ctypes.c_uint64)]
+    _fields_ = [
+        ("start", ctypes.c_uint64),
+        ("end", ctypes.c_uint64),
+        ("categories", ctypes.c_uint64),
+    ]
 
 
 class PageTracker:
@@ -130,8 +136,10 @@ class PageTracker:
         if end <= start:
             return False
         key = (start, end)
-        edges = (ctypes.string_at(address, start - address),
-                 ctypes.string_at(end, address + nbytes - end))
+        edges = (
+            ctypes.string_at(address, start - address),
+            ctypes.string_at(end, address + nbytes - end),
+        )
         with self._lock:
             known = self._ranges.get(key)
             if known is None:
@@ -154,9 +162,11 @@ class PageTracker:
             return False
         start, end = key
         try:
-            _ioctl(self._uffd, _UFFDIO_REGISTER,
-                        bytearray(struct.pack("QQQQ", start, end - start,
-                                              _UFFDIO_REGISTER_MODE_WP, 0)))
+            _ioctl(
+                self._uffd,
+                _UFFDIO_REGISTER,
+                bytearray(struct.pack("QQQQ", start, end - start, _UFFDIO_REGISTER_MODE_WP, 0)),
+            )
             if not self._scan_private(start, end):  # shared: others' writes go unseen
                 return False
             self._overlapping_written(key)  # their written pages are about to be re-protected
@@ -168,9 +178,11 @@ class PageTracker:
 
     def _protect(self, start: int, end: int) -> None:
         if start < end:
-            _ioctl(self._uffd, _UFFDIO_WRITEPROTECT,
-                        bytearray(struct.pack("QQQ", start, end - start,
-                                              _UFFDIO_WRITEPROTECT_MODE_WP)))
+            _ioctl(
+                self._uffd,
+                _UFFDIO_WRITEPROTECT,
+                bytearray(struct.pack("QQQ", start, end - start, _UFFDIO_WRITEPROTECT_MODE_WP)),
+            )
 
     def _overlapping_written(self, key: tuple[int, int]) -> None:
         """Pages of ``key`` are being re-protected: ranges sharing them must not miss it."""
@@ -179,14 +191,28 @@ class PageTracker:
             if s < end and start < e and (s, e) != key:
                 state[1] = True
 
-    def _scan(self, start: int, end: int, flags: int, inverted: int, mask: int,
-              anyof: int, report: int) -> bool:
+    def _scan(
+        self, start: int, end: int, flags: int, inverted: int, mask: int, anyof: int, report: int
+    ) -> bool:
         """True if no page of ``[start, end)`` matches; raises OSError if the scan fails."""
         vec = self._vec
         while start < end:
-            arg = bytearray(_SCAN_ARG.pack(_SCAN_ARG.size, flags, start, end, 0,
-                                           ctypes.addressof(vec), SCAN_REGIONS, 0,
-                                           inverted, mask, anyof, report))
+            arg = bytearray(
+                _SCAN_ARG.pack(
+                    _SCAN_ARG.size,
+                    flags,
+                    start,
+                    end,
+                    0,
+                    ctypes.addressof(vec),
+                    SCAN_REGIONS,
+                    0,
+                    inverted,
+                    mask,
+                    anyof,
+                    report,
+                )
+            )
             found = _ioctl(self._pagemap, _PAGEMAP_SCAN, arg)
             if found and not flags & _PM_SCAN_WP_MATCHING:
                 return False
@@ -200,15 +226,30 @@ class PageTracker:
         return True
 
     def _scan_written(self, start: int, end: int) -> bool:
-        return self._scan(start, end, _PM_SCAN_WP_MATCHING | _PM_SCAN_CHECK_WPASYNC,
-                          0, _PAGE_IS_WRITTEN, 0, _PAGE_IS_WRITTEN)
+        return self._scan(
+            start,
+            end,
+            _PM_SCAN_WP_MATCHING | _PM_SCAN_CHECK_WPASYNC,
+            0,
+            _PAGE_IS_WRITTEN,
+            0,
+            _PAGE_IS_WRITTEN,
+        )
 
     def _scan_present(self, start: int, end: int) -> bool:
         """No page dropped (not present and not swapped out) or reading as the zero page."""
-        gone = self._scan(start, end, _PM_SCAN_CHECK_WPASYNC, _PAGE_IS_PRESENT | _PAGE_IS_SWAPPED,
-                          _PAGE_IS_PRESENT | _PAGE_IS_SWAPPED, 0, _PAGE_IS_PRESENT)
-        return gone and self._scan(start, end, _PM_SCAN_CHECK_WPASYNC, 0, 0, _PAGE_IS_PFNZERO,
-                                   _PAGE_IS_PFNZERO)
+        gone = self._scan(
+            start,
+            end,
+            _PM_SCAN_CHECK_WPASYNC,
+            _PAGE_IS_PRESENT | _PAGE_IS_SWAPPED,
+            _PAGE_IS_PRESENT | _PAGE_IS_SWAPPED,
+            0,
+            _PAGE_IS_PRESENT,
+        )
+        return gone and self._scan(
+            start, end, _PM_SCAN_CHECK_WPASYNC, 0, 0, _PAGE_IS_PFNZERO, _PAGE_IS_PFNZERO
+        )
 
     def _scan_private(self, start: int, end: int) -> bool:
         """No page is file-backed or shared memory, which other processes could write."""

@@ -43,8 +43,9 @@ def watch_parent(parent_pid: int, strict: bool = False) -> None:
         if strict:
             os._exit(1)
         return
-    threading.Thread(target=_poll_parent, args=(parent_pid,), name=POLLER_THREAD_NAME,
-                     daemon=True).start()
+    threading.Thread(
+        target=_poll_parent, args=(parent_pid,), name=POLLER_THREAD_NAME, daemon=True
+    ).start()
 
 
 def release_parent() -> None:

@@ -23,7 +23,8 @@ import threading
 import time
 import types
 import weakref
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 PREVIEW_CHARS = 200  # longest preview string
 PREVIEW_ITEMS = 20  # container items rendered in a preview
@@ -51,22 +52,49 @@ IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "_ih", "_
 FORMATS = ("json", "repr", "pickle")
 THREAD_NAME = "kernel-sessions-inspector"
 
-_SCALARS = frozenset({int, float, complex, bool, type(None), str, bytes, bytearray, range,
-                      type(...), type(NotImplemented)})
+_SCALARS = frozenset(
+    {
+        int,
+        float,
+        complex,
+        bool,
+        type(None),
+        str,
+        bytes,
+        bytearray,
+        range,
+        type(...),
+        type(NotImplemented),
+    }
+)
 _IMMUTABLE = frozenset({str, bytes, int, float, complex})  # description depends on value only
 _FAST_ITEMS = frozenset({int, float, bool, type(None)})  # items whose repr is cheap and safe
 _FAST_INT = 1 << 64
 _SIZED = frozenset({str, bytes, bytearray})  # not range: len() overflows past sys.maxsize
 _CONTAINERS = (dict, list, tuple, set, frozenset)
-_BRACKETS = {dict: ("{", "}"), list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"),
-             frozenset: ("frozenset({", "})")}
+_BRACKETS = {
+    dict: ("{", "}"),
+    list: ("[", "]"),
+    tuple: ("(", ")"),
+    set: ("{", "}"),
+    frozenset: ("frozenset({", "})"),
+}
 _EMPTY = {dict: "{}", list: "[]", tuple: "()", set: "set()", frozenset: "frozenset()"}
-_FUNCTION_TYPES = frozenset({types.FunctionType, types.BuiltinFunctionType, types.MethodType,
-                             types.WrapperDescriptorType, types.MethodWrapperType,
-                             types.MethodDescriptorType, types.ClassMethodDescriptorType,
-                             functools.partial})
-_FUNCTION_TYPE_NAMES = frozenset({"ufunc", "_ArrayFunctionDispatcher",
-                                  "cython_function_or_method", "fused_cython_function"})
+_FUNCTION_TYPES = frozenset(
+    {
+        types.FunctionType,
+        types.BuiltinFunctionType,
+        types.MethodType,
+        types.WrapperDescriptorType,
+        types.MethodWrapperType,
+        types.MethodDescriptorType,
+        types.ClassMethodDescriptorType,
+        functools.partial,
+    }
+)
+_FUNCTION_TYPE_NAMES = frozenset(
+    {"ufunc", "_ArrayFunctionDispatcher", "cython_function_or_method", "fused_cython_function"}
+)
 _DATA_ROOTS = frozenset({"numpy", "pandas", "torch"})
 _UNSET: Any = object()
 _TIMEOUT, _SKIPPED = "timeout", "skipped"
@@ -138,8 +166,15 @@ class _TypeInfo:
 
     __slots__ = ("name", "kind", "handler", "inline", "base", "has_len")
 
-    def __init__(self, name: str, kind: str, handler: str, inline: bool | None,
-                 base: type | None = None, has_len: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        handler: str,
+        inline: bool | None,
+        base: type | None = None,
+        has_len: bool = False,
+    ) -> None:
         self.name, self.kind, self.handler, self.inline = name, kind, handler, inline
         self.base, self.has_len = base, has_len
 
@@ -185,8 +220,9 @@ def _plain_meta(t: type) -> bool:
     ``type``, or one that keeps ``type``'s own ``__hash__`` and ``__eq__``. Checked before ``t``
     meets any set or dict (``t in _SCALARS`` would call a metaclass's ``__hash__``)."""
     meta = type(t)
-    return meta is type or (type(meta) is type and meta.__hash__ is type.__hash__
-                            and meta.__eq__ is type.__eq__)
+    return meta is type or (
+        type(meta) is type and meta.__hash__ is type.__hash__ and meta.__eq__ is type.__eq__
+    )
 
 
 def _safe_inline(obj: Any, depth: int = 0) -> bool:
@@ -244,9 +280,14 @@ def _numpy_scalar(t: type) -> bool:
     return issubclass(t, _mod_attr("numpy", "generic")) and _type_name(t).startswith("numpy.")
 
 
-def _preview(obj: Any, limit: int = PREVIEW_CHARS, depth: int = 0,
-             max_items: int = PREVIEW_ITEMS, max_depth: int = PREVIEW_DEPTH,
-             strict: bool = False) -> str:
+def _preview(
+    obj: Any,
+    limit: int = PREVIEW_CHARS,
+    depth: int = 0,
+    max_items: int = PREVIEW_ITEMS,
+    max_depth: int = PREVIEW_DEPTH,
+    strict: bool = False,
+) -> str:
     """A repr built item by item, so a huge container costs O(max_items), not O(len).
 
     ``strict``: raise _Untrusted instead of rendering anything that could run user code, so
@@ -293,8 +334,18 @@ def _preview(obj: Any, limit: int = PREVIEW_CHARS, depth: int = 0,
                 if used >= limit:
                     break
                 key = _preview(key, limit - used, depth, max_items, max_depth, strict)
-                part = key + ": " + _preview(value, max(limit - used - len(key) - 2, 1), depth,
-                                             max_items, max_depth, strict)
+                part = (
+                    key
+                    + ": "
+                    + _preview(
+                        value,
+                        max(limit - used - len(key) - 2, 1),
+                        depth,
+                        max_items,
+                        max_depth,
+                        strict,
+                    )
+                )
                 parts.append(part)
                 used += len(part) + 2
         else:
@@ -340,8 +391,7 @@ def _array_preview(a: Any, kind: str | None = None) -> str:
     if (a.dtype.kind if kind is None else kind) in "biuf" and ndim <= ARRAY_MAX_NDIM_EDGE:
         if ndim == 0:
             return _clip(repr(a.item()))
-        corner = (a[:PREVIEW_ITEMS] if ndim == 1
-                  else a[(slice(0, PREVIEW_ITEMS),) * ndim]).tolist()
+        corner = (a[:PREVIEW_ITEMS] if ndim == 1 else a[(slice(0, PREVIEW_ITEMS),) * ndim]).tolist()
         text = _preview(corner)
         return _clip(text if a.size <= PREVIEW_ITEMS else text.rstrip("]") + ", …]")
     if ndim > ARRAY_MAX_NDIM_EDGE:
@@ -373,33 +423,55 @@ def _steps(obj: Any, info: _TypeInfo) -> dict[str, Callable[[], Any]]:
     """Per-field thunks, so one failing field (say ``__len__``) degrades only itself."""
     h, t = info.handler, type(obj)
     if h in ("ndarray", "npscalar"):
-        steps = {"size": lambda: int(obj.nbytes), "dtype": lambda: str(obj.dtype),
-                 "preview": lambda: _clip(_repr(obj))}
+        steps = {
+            "size": lambda: int(obj.nbytes),
+            "dtype": lambda: str(obj.dtype),
+            "preview": lambda: _clip(_repr(obj)),
+        }
         if h == "ndarray":
-            steps.update(shape=lambda: [int(d) for d in obj.shape],
-                         len=lambda: int(obj.shape[0]) if obj.ndim else None,
-                         preview=lambda: _array_preview(obj))
+            steps.update(
+                shape=lambda: [int(d) for d in obj.shape],
+                len=lambda: int(obj.shape[0]) if obj.ndim else None,
+                preview=lambda: _array_preview(obj),
+            )
         return steps
     if h == "frame":
         rows, cols = (int(d) for d in obj.shape)
-        labels = lambda: ", ".join(_frame_label(c) for c in obj.columns[:PREVIEW_COLUMNS].tolist())
+
+        def labels() -> str:
+            return ", ".join(_frame_label(c) for c in obj.columns[:PREVIEW_COLUMNS].tolist())
+
         title = f"{_type_attr(t, '__name__')} {rows}×{cols}"
         more = "…" if cols > PREVIEW_COLUMNS else ""
-        return {"shape": lambda: [rows, cols], "len": lambda: rows,
-                "size": lambda: (int(obj.memory_usage(index=True, deep=False).sum())
-                                 if cols <= MAX_FRAME_COLUMNS_FOR_MEMORY else rows * cols * 8),
-                "preview": lambda: _clip(f"{title}: {labels()}{more}")}
+        return {
+            "shape": lambda: [rows, cols],
+            "len": lambda: rows,
+            "size": lambda: (
+                int(obj.memory_usage(index=True, deep=False).sum())
+                if cols <= MAX_FRAME_COLUMNS_FOR_MEMORY
+                else rows * cols * 8
+            ),
+            "preview": lambda: _clip(f"{title}: {labels()}{more}"),
+        }
     if h in ("series", "index"):
         n = int(len(obj))
-        return {"shape": lambda: [n], "len": lambda: n, "dtype": lambda: str(obj.dtype),
-                "size": lambda: int(obj.memory_usage(deep=False)),
-                "preview": lambda: _clip(f"{_type_attr(t, '__name__')} {n} {obj.dtype}: "
-                                         f"{_head_preview(obj, h, n)}")}
+        return {
+            "shape": lambda: [n],
+            "len": lambda: n,
+            "dtype": lambda: str(obj.dtype),
+            "size": lambda: int(obj.memory_usage(deep=False)),
+            "preview": lambda: _clip(
+                f"{_type_attr(t, '__name__')} {n} {obj.dtype}: {_head_preview(obj, h, n)}"
+            ),
+        }
     if h == "tensor":
-        return {"shape": lambda: [int(d) for d in obj.shape], "dtype": lambda: str(obj.dtype),
-                "len": lambda: int(obj.shape[0]) if obj.dim() else None,
-                "size": lambda: int(obj.element_size()) * int(obj.nelement()),
-                "preview": lambda: _clip(" ".join(_repr(obj).split()))}
+        return {
+            "shape": lambda: [int(d) for d in obj.shape],
+            "dtype": lambda: str(obj.dtype),
+            "len": lambda: int(obj.shape[0]) if obj.dim() else None,
+            "size": lambda: int(obj.element_size()) * int(obj.nelement()),
+            "preview": lambda: _clip(" ".join(_repr(obj).split())),
+        }
     steps = {"size": lambda: int(sys.getsizeof(obj)), "preview": lambda: _clip(_repr(obj))}
     if h == "module":
         steps["preview"] = lambda: _module_preview(obj)
@@ -429,8 +501,9 @@ def _dtype_facts(dtype: Any, dtypes: dict[int, DtypeFacts]) -> DtypeFacts:
     return facts
 
 
-def _describe_inline(obj: Any, info: _TypeInfo,
-                     dtypes: dict[int, DtypeFacts]) -> Fields | None | bool:
+def _describe_inline(
+    obj: Any, info: _TypeInfo, dtypes: dict[int, DtypeFacts]
+) -> Fields | None | bool:
     """Fields of a builtin scalar, a builtin container of trusted items or a plain ndarray.
 
     One pass that runs no user code. False: a shown item could run user code (use the
@@ -441,15 +514,19 @@ def _describe_inline(obj: Any, info: _TypeInfo,
         return sys.getsizeof(obj), None, len(obj) if t in _SIZED else None, None, _preview(obj)
     try:
         if info.handler == "container" and t is info.base:
-            return (sys.getsizeof(obj), None, t.__len__(obj), None,
-                    _preview(obj, strict=True))
+            return (sys.getsizeof(obj), None, t.__len__(obj), None, _preview(obj, strict=True))
         if info.handler == "ndarray" and info.inline is None:  # exactly numpy.ndarray
             _, dtype, kind, hasobject = _dtype_facts(obj.dtype, dtypes)
             if hasobject:
                 return False
             shape = list(obj.shape)
-            return (obj.nbytes, shape, shape[0] if shape else None, dtype,
-                    _array_preview(obj, kind))
+            return (
+                obj.nbytes,
+                shape,
+                shape[0] if shape else None,
+                dtype,
+                _array_preview(obj, kind),
+            )
     except _Untrusted:
         return False
     except Exception:  # odd but trusted: the general path reports it field by field
@@ -461,8 +538,14 @@ def _describe(obj: Any, info: _TypeInfo) -> dict[str, Any]:
     """size/shape/len/dtype/preview/error; may run user code, so callers guard it."""
     t = type(obj)
     if _plain_meta(t) and t in _SCALARS:  # fast path for most variables; nothing can fail
-        return {"size": sys.getsizeof(obj), "shape": None, "len": len(obj) if t in _SIZED else None,
-                "dtype": None, "preview": _preview(obj), "error": None}
+        return {
+            "size": sys.getsizeof(obj),
+            "shape": None,
+            "len": len(obj) if t in _SIZED else None,
+            "dtype": None,
+            "preview": _preview(obj),
+            "error": None,
+        }
     out: dict[str, Any] = dict.fromkeys(("size", "shape", "len", "dtype", "preview", "error"))
     out["preview"], errors = "", []
     try:
@@ -533,8 +616,13 @@ class _Batch:
             self.done.set()
 
 
-def _run_guarded(items: list[Any], fn: Callable[[Any], Any], per_item: float, total: float,
-                 subject: Callable[[Any], Any]) -> list[Any]:
+def _run_guarded(
+    items: list[Any],
+    fn: Callable[[Any], Any],
+    per_item: float,
+    total: float,
+    subject: Callable[[Any], Any],
+) -> list[Any]:
     """fn over items in a worker thread: each result is (ok, value), _TIMEOUT or _SKIPPED.
 
     A thread cannot be stopped, so one stuck longer than ``per_item`` is abandoned (daemon),
@@ -603,19 +691,31 @@ def _visible(name: Any, value: Any, hidden: Mapping[str, Any] | None) -> bool:
         return False
     if hidden is not None and name in hidden and hidden[name] is value:
         return False  # e.g. IPython's user_ns_hidden, while still bound to IPython's object
-    return not (name == "open" and type(value) is types.FunctionType  # IPython's wrapped io.open
-                and "IPython" in value.__code__.co_filename)
+    return not (
+        name == "open"
+        and type(value) is types.FunctionType  # IPython's wrapped io.open
+        and "IPython" in value.__code__.co_filename
+    )
 
 
-def _select(ns: Mapping[str, Any], include_modules: bool, pattern: str | None,
-            hidden: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+def _select(
+    ns: Mapping[str, Any],
+    include_modules: bool,
+    pattern: str | None,
+    hidden: Mapping[str, Any] | None,
+) -> list[tuple[str, Any]]:
     pattern = (pattern or "").lower()
     glob = any(c in pattern for c in "*?[")
-    chosen = [(name, value) for name, value in list(ns.items())
-              if _visible(name, value, hidden)
-              and (include_modules or not issubclass(type(value), types.ModuleType))
-              and (not pattern or (fnmatch.fnmatchcase(name.lower(), pattern) if glob
-                                   else pattern in name.lower()))]
+    chosen = [
+        (name, value)
+        for name, value in list(ns.items())
+        if _visible(name, value, hidden)
+        and (include_modules or not issubclass(type(value), types.ModuleType))
+        and (
+            not pattern
+            or (fnmatch.fnmatchcase(name.lower(), pattern) if glob else pattern in name.lower())
+        )
+    ]
     chosen.sort(key=lambda pair: pair[0])
     return chosen
 
@@ -627,8 +727,14 @@ def _placeholder(result: Any) -> dict[str, Any]:
         preview, error = "<repr skipped>", "repr skipped: time budget or hung-thread cap reached"
     else:
         preview, error = f"<repr failed: {result[1]}>", f"repr failed: {result[1]}"
-    return {"size": None, "shape": None, "len": None, "dtype": None, "preview": preview,
-            "error": error}
+    return {
+        "size": None,
+        "shape": None,
+        "len": None,
+        "dtype": None,
+        "preview": preview,
+        "error": error,
+    }
 
 
 def _guarded_info(obj: Any) -> _TypeInfo:
@@ -705,10 +811,13 @@ def _describe_all(pairs: list[tuple[str, Any]]) -> list[list[Any]]:
             pending.append((row, obj, info))
         rows.append(row)
     if pending:
-        results = _run_guarded([(obj, info) for _, obj, info in pending],
-                               lambda pair: _describe(pair[0], pair[1] or _guarded_info(pair[0])),
-                               PER_OBJECT_BUDGET_S,
-                               LIST_BUDGET_S, subject=lambda pair: pair[0])
+        results = _run_guarded(
+            [(obj, info) for _, obj, info in pending],
+            lambda pair: _describe(pair[0], pair[1] or _guarded_info(pair[0])),
+            PER_OBJECT_BUDGET_S,
+            LIST_BUDGET_S,
+            subject=lambda pair: pair[0],
+        )
         for (row, _, _), result in zip(pending, results):
             ok = isinstance(result, tuple) and result[0]
             row += _details(result[1] if ok else _placeholder(result))
@@ -720,9 +829,14 @@ def _details(described: Mapping[str, Any]) -> list[Any]:
     return [described.get(field) for field in _DETAILS]
 
 
-def list_variables(ns: Mapping[str, Any], *, include_modules: bool = False,
-                   filter: str | None = None, hidden: Mapping[str, Any] | None = None,
-                   limit: int | None = None) -> list[dict[str, Any]]:
+def list_variables(
+    ns: Mapping[str, Any],
+    *,
+    include_modules: bool = False,
+    filter: str | None = None,
+    hidden: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
     """User variables of ``ns`` sorted by name; no value can make this raise or hang.
 
     ``filter``: case-insensitive substring, or a glob if it contains ``*?[``. ``hidden``
@@ -730,26 +844,44 @@ def list_variables(ns: Mapping[str, Any], *, include_modules: bool = False,
     ``limit`` caps how many entries are described.
     """
     pairs = _select(ns, include_modules, filter, hidden)
-    return [dict(zip(FIELDS, row)) for row in _describe_all(pairs if limit is None
-                                                            else pairs[:limit])]
+    return [
+        dict(zip(FIELDS, row)) for row in _describe_all(pairs if limit is None else pairs[:limit])
+    ]
 
 
-def _listing(ns: Mapping[str, Any], include_modules: bool, filter: str | None,
-             hidden: Mapping[str, Any] | None, limit: int) -> dict[str, Any]:
+def _listing(
+    ns: Mapping[str, Any],
+    include_modules: bool,
+    filter: str | None,
+    hidden: Mapping[str, Any] | None,
+    limit: int,
+) -> dict[str, Any]:
     """``{"fields", "rows", "count", "truncated"}``: ``count`` is before truncation."""
     with gc_paused():
         pairs = _select(ns, include_modules, filter, hidden)
         rows = _describe_all(pairs[:limit])
-    return {"fields": list(FIELDS), "rows": rows, "count": len(pairs),
-            "truncated": len(pairs) > limit}
+    return {
+        "fields": list(FIELDS),
+        "rows": rows,
+        "count": len(pairs),
+        "truncated": len(pairs) > limit,
+    }
 
 
-def listing_payload(ns: Mapping[str, Any], *, include_modules: bool = False,
-                    filter: str | None = None, hidden: Mapping[str, Any] | None = None,
-                    limit: int = LIST_LIMIT) -> str:
+def listing_payload(
+    ns: Mapping[str, Any],
+    *,
+    include_modules: bool = False,
+    filter: str | None = None,
+    hidden: Mapping[str, Any] | None = None,
+    limit: int = LIST_LIMIT,
+) -> str:
     """:func:`_listing` as JSON text (for kernels whose formatter drops ``application/json``)."""
-    return json.dumps(_listing(ns, include_modules, filter, hidden, limit),
-                      separators=(",", ":"), check_circular=False)
+    return json.dumps(
+        _listing(ns, include_modules, filter, hidden, limit),
+        separators=(",", ":"),
+        check_circular=False,
+    )
 
 
 class JSONResult:
@@ -773,16 +905,22 @@ class JSONResult:
         return f"<{type(self).__name__}>"
 
 
-def listing_result(ns: Mapping[str, Any], *, include_modules: bool = False,
-                   filter: str | None = None, hidden: Mapping[str, Any] | None = None,
-                   limit: int = LIST_LIMIT) -> JSONResult:
+def listing_result(
+    ns: Mapping[str, Any],
+    *,
+    include_modules: bool = False,
+    filter: str | None = None,
+    hidden: Mapping[str, Any] | None = None,
+    limit: int = LIST_LIMIT,
+) -> JSONResult:
     """The listing of :func:`listing_payload`, as a structured ``application/json`` result."""
     return JSONResult(_listing(ns, include_modules, filter, hidden, limit))
 
 
 # ------------------------------------------------------------------- get / set / delete
-def _name_error(name: Any, ns: Mapping[str, Any] | None = None,
-                settable: bool = False) -> str | None:
+def _name_error(
+    name: Any, ns: Mapping[str, Any] | None = None, settable: bool = False
+) -> str | None:
     if type(name) is not str or not name.isidentifier() or keyword.iskeyword(name):
         return "invalid_name"
     if settable and (name.startswith("_") or name in IPYTHON_NAMES):
@@ -877,8 +1015,9 @@ def _encode_repr(obj: Any, max_bytes: int) -> dict[str, Any]:
     elif _known_hung(obj):
         result = _TIMEOUT
     else:
-        result = _run_guarded([obj], render, REPR_VALUE_BUDGET_S, REPR_VALUE_BUDGET_S,
-                              subject=lambda item: item)[0]
+        result = _run_guarded(
+            [obj], render, REPR_VALUE_BUDGET_S, REPR_VALUE_BUDGET_S, subject=lambda item: item
+        )[0]
     if not isinstance(result, tuple):
         return {"error": "timeout" if result == _TIMEOUT else "skipped"}
     if not result[0]:
@@ -927,8 +1066,9 @@ def get_value(ns: Mapping[str, Any], name: str, fmt: str, max_bytes: int) -> dic
     return {**out, **result}
 
 
-def set_value(ns: dict[str, Any], name: str, *, json_value: Any = _UNSET,
-              pickle_b64: str | None = None) -> dict[str, Any]:
+def set_value(
+    ns: dict[str, Any], name: str, *, json_value: Any = _UNSET, pickle_b64: str | None = None
+) -> dict[str, Any]:
     """Bind ``name`` to a decoded JSON value or a base64 (dill) pickle; refuse reserved names."""
     out: dict[str, Any] = {"name": name if type(name) is str else None, "ok": False}
     reason = _name_error(name, settable=True)
@@ -961,5 +1101,11 @@ def delete_value(ns: dict[str, Any], name: str) -> dict[str, Any]:
     return {"name": name, "ok": True}
 
 
-__all__ = ["list_variables", "listing_payload", "listing_result", "get_value", "set_value",
-           "delete_value"]
+__all__ = [
+    "list_variables",
+    "listing_payload",
+    "listing_result",
+    "get_value",
+    "set_value",
+    "delete_value",
+]

@@ -45,8 +45,9 @@ import sys
 import sysconfig
 import threading
 import types
+from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 BLOB_MAGIC = b"KSNB"
 BLOB_VERSION = 2
@@ -73,11 +74,15 @@ REASON_MAX_CHARS = 300
 IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
 REASON_OPEN_FILE = "open file (not saved: reopening could truncate it)"
 _UNSAVABLE = (  # io.IOBase is handled apart: in-memory BytesIO/StringIO pickle fine
-    ((types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType),
-     "generator or coroutine (its running state cannot be saved)"),
+    (
+        (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType),
+        "generator or coroutine (its running state cannot be saved)",
+    ),
     ((types.FrameType, types.TracebackType), "frame or traceback (interpreter state)"),
-    ((_thread.LockType, _thread.RLock, threading.Thread),
-     "thread or lock (not saved: OS resource)"),
+    (
+        (_thread.LockType, _thread.RLock, threading.Thread),
+        "thread or lock (not saved: OS resource)",
+    ),
 )
 _UNSAVABLE_IF_LOADED = (  # (module, class, reason), looked up only in sys.modules
     ("socket", "socket", "socket (not saved: OS resource)"),
@@ -86,8 +91,9 @@ _UNSAVABLE_IF_LOADED = (  # (module, class, reason), looked up only in sys.modul
     ("subprocess", "Popen", "subprocess handle (not saved: OS resource)"),
     ("asyncio", "AbstractEventLoop", "event loop (not saved: OS resource)"),
 )
-_ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes, range,
-                     type(Ellipsis), type(NotImplemented)})
+_ATOMIC = frozenset(
+    {type(None), bool, int, float, complex, str, bytes, range, type(Ellipsis), type(NotImplemented)}
+)
 _SHA_CHARS = frozenset("0123456789abcdef")
 HASH_SHA256, HASH_BLAKE3 = "sha256", "blake3"  # blob names: 64 hex digits of either
 STORE_WORKERS = 3  # blobs hashed and written at once (hashing and file I/O release the GIL)
@@ -260,8 +266,9 @@ def _serialize(obj: Any, kind: int, main: Any, reasons: dict[type, str | None]) 
         return NotImplemented
 
     out = io.BytesIO()
-    pickler = dill.Pickler(out, protocol=PICKLE_PROTOCOL, buffer_callback=keep,
-                           recurse=main is None, byref=False)
+    pickler = dill.Pickler(
+        out, protocol=PICKLE_PROTOCOL, buffer_callback=keep, recurse=main is None, byref=False
+    )
     pickler.reducer_override = guard  # the pure-Python pickler looks it up on the instance
     if main is not None:
         pickler._main = main  # dill captured __main__ at its import; IPython may have swapped it
@@ -292,6 +299,7 @@ def _hasher(alg: str) -> Any:
 def _run_all(jobs: list[Callable[[], Any]], total_bytes: int) -> list[Any]:
     """Run ``jobs`` (results in order; an exception is returned in its place), in a few threads
     when there is enough data for hashing and I/O of one blob to overlap another's."""
+
     def attempt(job: Callable[[], Any]) -> Any:
         try:
             return job()
@@ -338,7 +346,7 @@ def _write_all(fd: int, data: memoryview | bytes) -> None:
     with memoryview(data) as view, view.cast("B") as flat:
         offset = 0
         while offset < flat.nbytes:
-            offset += os.write(fd, flat[offset: offset + IO_CHUNK])
+            offset += os.write(fd, flat[offset : offset + IO_CHUNK])
 
 
 def _layout(version: int, start: int, lengths: list[int]) -> tuple[list[int], int]:
@@ -352,16 +360,21 @@ def _layout(version: int, start: int, lengths: list[int]) -> tuple[list[int], in
     return offsets, offset
 
 
-def _tracked_key(payload: _Payload, header: bytes, alg: str,
-                 tracker: Any) -> tuple[tuple | None, bool]:
+def _tracked_key(
+    payload: _Payload, header: bytes, alg: str, tracker: Any
+) -> tuple[tuple | None, bool]:
     """``(key, unchanged)``: the hash-cache key of a payload whose buffers are all large enough
     to track (else None), and whether none of them was written since it was last asked.
 
     Asking the tracker re-arms it, so this must run before the buffers are hashed: a write
     made while (or after) they are hashed is then seen by the next checkpoint.
     """
-    if (tracker is None or not payload.buffers or payload.inband.nbytes > CACHED_INBAND_BYTES
-            or any(b.nbytes < TRACKED_BUFFER_BYTES for b in payload.buffers)):
+    if (
+        tracker is None
+        or not payload.buffers
+        or payload.inband.nbytes > CACHED_INBAND_BYTES
+        or any(b.nbytes < TRACKED_BUFFER_BYTES for b in payload.buffers)
+    ):
         return None, False
     addresses = [tracker.address(b) for b in payload.buffers]
     if None in addresses:
@@ -371,8 +384,9 @@ def _tracked_key(payload: _Payload, header: bytes, alg: str,
     return (alg, header, bytes(payload.inband), tuple(addresses)), all(unchanged)
 
 
-def _store(blob_dir: str, payload: _Payload, alg: str = HASH_SHA256,
-           tracker: Any = None) -> tuple[str, int, bool]:
+def _store(
+    blob_dir: str, payload: _Payload, alg: str = HASH_SHA256, tracker: Any = None
+) -> tuple[str, int, bool]:
     """Write ``payload`` as a blob unless an identical one exists: (sha, size, written).
 
     Hashing comes first, so an unchanged variable costs no write; then temp file, fsync,
@@ -381,8 +395,14 @@ def _store(blob_dir: str, payload: _Payload, alg: str = HASH_SHA256,
     the previous checkpoint reuses that checkpoint's hash: nothing is read.
     """
     lengths = [b.nbytes for b in payload.buffers]
-    header = HEADER.pack(BLOB_MAGIC, BLOB_VERSION, SERIALIZER_CODES[payload.serializer],
-                         payload.kind, len(lengths), payload.inband.nbytes)
+    header = HEADER.pack(
+        BLOB_MAGIC,
+        BLOB_VERSION,
+        SERIALIZER_CODES[payload.serializer],
+        payload.kind,
+        len(lengths),
+        payload.inband.nbytes,
+    )
     header += b"".join(BUFFER_LENGTH.pack(n) for n in lengths)
     chunks: list[Any] = [header, payload.inband]
     offset = len(header) + payload.inband.nbytes
@@ -446,8 +466,18 @@ def _origin(modname: str) -> str | None:
 
 
 def _entry(serializer: str, obj: object, **fields: Any) -> dict[str, Any]:
-    return {"blob": None, "serializer": serializer, "size": 0, "group": None, "hash": None,
-            "type": _type_name(obj), "module": None, "attr": None, "origin": None, **fields}
+    return {
+        "blob": None,
+        "serializer": serializer,
+        "size": 0,
+        "group": None,
+        "hash": None,
+        "type": _type_name(obj),
+        "module": None,
+        "attr": None,
+        "origin": None,
+        **fields,
+    }
 
 
 def _by_reference(obj: object) -> dict[str, Any] | None:
@@ -512,9 +542,10 @@ def _reachable_ids(obj: Any, keepalive: list[Any]) -> set[int]:
         t = type(o)
         if t in _ATOMIC or id(o) in seen or (t is tuple and not o):
             continue
-        if (isinstance(o, (type, types.ModuleType, types.BuiltinFunctionType))
-                or (t is types.FunctionType and o.__closure__ is None)) \
-                and getattr(o, "__module__", None) != "__main__":
+        if (
+            isinstance(o, (type, types.ModuleType, types.BuiltinFunctionType))
+            or (t is types.FunctionType and o.__closure__ is None)
+        ) and getattr(o, "__module__", None) != "__main__":
             continue
         seen.add(id(o))
         keepalive.append(o)  # ids stay unique while the walked objects are alive
@@ -553,19 +584,32 @@ def _alias_groups(ns: dict, names: list[str]) -> list[list[str]]:
     return list(groups.values())
 
 
-def _select(ns: dict, names: list[str] | None, exclude: Callable[[str, object], bool] | None,
-            skipped: list[dict[str, Any]]) -> list[str]:
+def _select(
+    ns: dict,
+    names: list[str] | None,
+    exclude: Callable[[str, object], bool] | None,
+    skipped: list[dict[str, Any]],
+) -> list[str]:
     """Names to save. Without ``names``: no _private names, nor IPython's own (what %who hides)."""
     if names is None:
         shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
         own = getattr(shell, "user_ns", None) is ns
         hidden = getattr(shell, "user_ns_hidden", {}) if own else {}
-        candidates = [n for n in list(ns) if isinstance(n, str) and not n.startswith("_")
-                      and n not in IPYTHON_NAMES and not (n in hidden and hidden[n] is ns[n])]
+        candidates = [
+            n
+            for n in list(ns)
+            if isinstance(n, str)
+            and not n.startswith("_")
+            and n not in IPYTHON_NAMES
+            and not (n in hidden and hidden[n] is ns[n])
+        ]
     else:  # explicitly asked for: no name filter, but report what cannot be done
         candidates = [n for n in dict.fromkeys(names) if n in ns]
-        skipped += [{"name": n, "type": None, "reason": "not defined"}
-                    for n in dict.fromkeys(names) if n not in ns]
+        skipped += [
+            {"name": n, "type": None, "reason": "not defined"}
+            for n in dict.fromkeys(names)
+            if n not in ns
+        ]
     selected = []
     for n in candidates:
         if exclude is not None and exclude(n, ns[n]):
@@ -591,9 +635,14 @@ def write_tracker() -> Any:
     return mod.tracker() if mod is not None else None
 
 
-def dump_namespace(ns: dict, blob_dir: str, *, names: list[str] | None = None,
-                   exclude: Callable[[str, object], bool] | None = None,
-                   tracker: Any = None) -> dict[str, Any]:
+def dump_namespace(
+    ns: dict,
+    blob_dir: str,
+    *,
+    names: list[str] | None = None,
+    exclude: Callable[[str, object], bool] | None = None,
+    tracker: Any = None,
+) -> dict[str, Any]:
     """Save the user variables of ``ns`` as blobs under ``blob_dir`` (see module docstring).
 
     ``tracker``: a ``dirty.PageTracker``, so that large buffers not written since the last
@@ -602,8 +651,12 @@ def dump_namespace(ns: dict, blob_dir: str, *, names: list[str] | None = None,
     Returns {"variables": {name: entry}, "skipped": [{"name", "type", "reason"}],
     "blobs_written": int, "bytes_written": int}.
     """
-    result: dict[str, Any] = {"variables": {}, "skipped": [],
-                              "blobs_written": 0, "bytes_written": 0}
+    result: dict[str, Any] = {
+        "variables": {},
+        "skipped": [],
+        "blobs_written": 0,
+        "bytes_written": 0,
+    }
     variables, skipped = result["variables"], result["skipped"]
     selected = _select(ns, names, exclude, skipped)
     if not os.path.isdir(blob_dir):
@@ -644,8 +697,11 @@ def dump_namespace(ns: dict, blob_dir: str, *, names: list[str] | None = None,
         """Small variables the C pickler took share group blobs (one file and one fsync per
         bundle, not per variable); a bundle that fails to pickle whole stays variable by
         variable. Bundles are loaded whole, like groups of variables sharing objects."""
-        small = [i for i, (m, p) in enumerate(pending) if len(m) == 1
-                 and p.serializer == SER_PICKLE and nbytes(p) < BUNDLE_ITEM_BYTES]
+        small = [
+            i
+            for i, (m, p) in enumerate(pending)
+            if len(m) == 1 and p.serializer == SER_PICKLE and nbytes(p) < BUNDLE_ITEM_BYTES
+        ]
         if len(small) < 2:
             return
         chosen = set(small)
@@ -672,8 +728,7 @@ def dump_namespace(ns: dict, blob_dir: str, *, names: list[str] | None = None,
         bundle()
         size = sum(p.inband.nbytes + sum(b.nbytes for b in p.buffers) for _, p in pending)
         _hashes_next.clear()
-        stored = _run_all([lambda p=p: _store(blob_dir, p, alg, tracker) for _, p in pending],
-                          size)
+        stored = _run_all([lambda p=p: _store(blob_dir, p, alg, tracker) for _, p in pending], size)
         if tracker is not None:
             _hashes = dict(_hashes_next)
         _hashes_next.clear()
@@ -687,8 +742,9 @@ def dump_namespace(ns: dict, blob_dir: str, *, names: list[str] | None = None,
             result["bytes_written"] += size if written else 0
             group = min(members) if len(members) > 1 else None
             for m in members:
-                variables[m] = _entry(payload.serializer, ns[m], blob=sha, size=size,
-                                      group=group, hash=alg)
+                variables[m] = _entry(
+                    payload.serializer, ns[m], blob=sha, size=size, group=group, hash=alg
+                )
 
     picklable = []
     for name in selected:
@@ -729,17 +785,18 @@ def _read_into(f: io.RawIOBase, buf: bytearray, digest: Any) -> bool:
     """Fill ``buf`` from ``f``, hashing as it goes (if ``digest``); False if the file ended."""
     view, offset = memoryview(buf), 0
     while offset < len(buf):
-        got = f.readinto(view[offset: offset + IO_CHUNK])
+        got = f.readinto(view[offset : offset + IO_CHUNK])
         if not got:
             return False
         if digest is not None:
-            digest.update(view[offset: offset + got])
+            digest.update(view[offset : offset + got])
         offset += got
     return True
 
 
-def _read_verified(blob_dir: str, sha: str,
-                   alg: str = HASH_SHA256) -> tuple[int, int, bytes, list[memoryview]]:
+def _read_verified(
+    blob_dir: str, sha: str, alg: str = HASH_SHA256
+) -> tuple[int, int, bytes, list[memoryview]]:
     """Blob ``sha`` checked against its hash: (serializer code, kind, pickle, buffers).
 
     A large blob is mapped copy-on-write and its buffers are views of the mapping (writes to
@@ -773,26 +830,31 @@ def _read_verified(blob_dir: str, sha: str,
     view = memoryview(data)
     fields, lengths, prefix = None, [], b""
     if size >= HEADER.size:
-        head = bytes(view[:HEADER.size])
+        head = bytes(view[: HEADER.size])
         magic, version, code, kind, count, inband_len = HEADER.unpack(head)
         table_end = HEADER.size + BUFFER_LENGTH.size * count
-        if (magic == BLOB_MAGIC and version in READABLE_VERSIONS and kind <= KIND_GROUP
-                and code in SERIALIZER_CODES.values() and count <= MAX_OOB_BUFFERS
-                and table_end + inband_len <= size):
-            prefix = bytes(view[:table_end + inband_len])  # private: what gets unpickled
-            lengths = [n for (n,) in BUFFER_LENGTH.iter_unpack(prefix[HEADER.size:table_end])]
+        if (
+            magic == BLOB_MAGIC
+            and version in READABLE_VERSIONS
+            and kind <= KIND_GROUP
+            and code in SERIALIZER_CODES.values()
+            and count <= MAX_OOB_BUFFERS
+            and table_end + inband_len <= size
+        ):
+            prefix = bytes(view[: table_end + inband_len])  # private: what gets unpickled
+            lengths = [n for (n,) in BUFFER_LENGTH.iter_unpack(prefix[HEADER.size : table_end])]
             offsets, end = _layout(version, len(prefix), lengths)
-            if end == size and prefix[:HEADER.size] == head:  # the same header, read twice
+            if end == size and prefix[: HEADER.size] == head:  # the same header, read twice
                 fields = (code, kind, inband_len)
     if fields is None:
         digest.update(view)
         raise _LoadError("hash mismatch" if digest.hexdigest() != sha else "corrupt blob")
     digest.update(prefix)
-    digest.update(view[len(prefix):])
+    digest.update(view[len(prefix) :])
     if digest.hexdigest() != sha:
         raise _LoadError("hash mismatch")
-    buffers = [view[at: at + n] for at, n in zip(offsets, lengths)]
-    return fields[0], fields[1], prefix[len(prefix) - fields[2]:], buffers
+    buffers = [view[at : at + n] for at, n in zip(offsets, lengths)]
+    return fields[0], fields[1], prefix[len(prefix) - fields[2] :], buffers
 
 
 def verify_blob(blob_dir: str, sha: str, alg: str = HASH_SHA256) -> bool:
@@ -861,8 +923,9 @@ def _prefetch(heads: list[dict[str, Any]], size: int) -> threading.Thread | None
     return thread
 
 
-def load_namespace(ns: dict, blob_dir: str, entries: dict[str, dict[str, Any]], *,
-                   names: list[str] | None = None) -> dict[str, Any]:
+def load_namespace(
+    ns: dict, blob_dir: str, entries: dict[str, dict[str, Any]], *, names: list[str] | None = None
+) -> dict[str, Any]:
     """Restore variables from ``entries`` (a manifest's "variables", already authenticated).
 
     Every blob's sha256 is checked before anything at all is unpickled: one missing or altered
@@ -889,9 +952,13 @@ def load_namespace(ns: dict, blob_dir: str, entries: dict[str, dict[str, Any]], 
     heads = [entries[units[k][0]] for k in keys]
     size = sum(e.get("size") or 0 for e in heads if isinstance(e.get("size"), int))
     importing = _prefetch(heads + [e for _, e in refs], size)
-    outcomes = _run_all([lambda e=e: _read_verified(blob_dir, e.get("blob"),
-                                                    e.get("hash") or HASH_SHA256)
-                         for e in heads], size)
+    outcomes = _run_all(
+        [
+            lambda e=e: _read_verified(blob_dir, e.get("blob"), e.get("hash") or HASH_SHA256)
+            for e in heads
+        ],
+        size,
+    )
     if importing is not None:
         importing.join()
     read: dict[tuple[Any, ...], tuple[int, int, bytes, list[memoryview]]] = {}
@@ -950,8 +1017,9 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def checkpoint_payload(ns: dict, blob_dir: str, names: list[str] | None = None,
-                       track_writes: bool = False) -> str:
+def checkpoint_payload(
+    ns: dict, blob_dir: str, names: list[str] | None = None, track_writes: bool = False
+) -> str:
     """``dump_namespace`` of the shell's namespace, plus what a manifest records beside it.
 
     ``track_writes``: skip hashing large buffers the OS says were not written since the
@@ -965,8 +1033,9 @@ def checkpoint_payload(ns: dict, blob_dir: str, names: list[str] | None = None,
     return json.dumps(result)
 
 
-def checkpoint_in_background(ns: dict, blob_dir: str, result_path: str,
-                             names: list[str] | None = None) -> str:
+def checkpoint_in_background(
+    ns: dict, blob_dir: str, result_path: str, names: list[str] | None = None
+) -> str:
     """Fork; the child dumps the namespace as it is at this instant (the fork's copy-on-write
     pages) and writes ``checkpoint_payload``'s JSON to ``result_path`` atomically, then exits.
 
@@ -999,14 +1068,21 @@ def checkpoint_in_background(ns: dict, blob_dir: str, result_path: str,
         finally:
             os._exit(status)
     pause_ms = (time.perf_counter() - started) * 1000
-    threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True,
-                     name="kernel-sessions-checkpoint-reaper").start()
+    threading.Thread(
+        target=os.waitpid, args=(pid, 0), daemon=True, name="kernel-sessions-checkpoint-reaper"
+    ).start()
     return json.dumps({"pid": pid, "pause_ms": pause_ms})
 
 
-def restore_payload(ns: dict, blob_dir: str, entries: dict[str, dict[str, Any]],
-                    names: list[str] | None = None, execution_count: int | None = None,
-                    prune: bool = False, keep: list[str] | None = None) -> str:
+def restore_payload(
+    ns: dict,
+    blob_dir: str,
+    entries: dict[str, dict[str, Any]],
+    names: list[str] | None = None,
+    execution_count: int | None = None,
+    prune: bool = False,
+    keep: list[str] | None = None,
+) -> str:
     """``load_namespace`` into the shell's namespace; the execution count never goes back.
 
     In a fresh kernel the prompt numbers then continue from the checkpointed session's. With
@@ -1023,7 +1099,10 @@ def restore_payload(ns: dict, blob_dir: str, entries: dict[str, dict[str, Any]],
                 del ns[name]
                 result["removed"].append(name)
     shell = _shell()
-    if (isinstance(execution_count, int) and shell is not None
-            and getattr(shell, "execution_count", 0) < execution_count):
+    if (
+        isinstance(execution_count, int)
+        and shell is not None
+        and getattr(shell, "execution_count", 0) < execution_count
+    ):
         shell.execution_count = execution_count
     return json.dumps(result)

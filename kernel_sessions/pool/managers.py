@@ -15,8 +15,9 @@ import os
 import statistics
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from jupyter_client.multikernelmanager import (
     AsyncMultiKernelManager,
@@ -168,8 +169,13 @@ class PoolMixin(LoggingConfigurable):
         pending = [k for k in self._pending_kernels if k not in self._kernels]
         # a spare being handed out is in no queue and not yet a kernel; a discarded one is
         # still a process until its shutdown ends: both count, or concurrent starts overshoot
-        return (len(self._kernels) + len(pending) + self._spare_count() + self._handing_out
-                + len(self._discards))
+        return (
+            len(self._kernels)
+            + len(pending)
+            + self._spare_count()
+            + self._handing_out
+            + len(self._discards)
+        )
 
     def _check_limit(self, extra: int = 1) -> None:
         if self.max_kernels and self.kernel_count() + extra > self.max_kernels:
@@ -219,15 +225,17 @@ class PoolMixin(LoggingConfigurable):
 
     async def _launch_spare(self, spare: _Spare) -> _Spare:
         cwd = spare.cwd = self.pool_cwd or getattr(self, "root_dir", "") or os.getcwd()
-        await spare.km.start_kernel(kernel_id=spare.kernel_id, independent=True, cwd=cwd,
-                                    **self._tie_at_start(spare.km))
+        await spare.km.start_kernel(
+            kernel_id=spare.kernel_id, independent=True, cwd=cwd, **self._tie_at_start(spare.km)
+        )
         kc = fresh_client(spare.km)
         kc.start_channels(stdin=False, hb=False, control=False)
         spare.client = kc
         await kc.wait_for_ready(timeout=SPARE_READY_TIMEOUT)
         # tied to this process until hand-out: a killed server leaves no spare behind
-        await self._silent(kc, call_code("fixup", "apply", parent_pid=os.getpid()),
-                           SPARE_READY_TIMEOUT)
+        await self._silent(
+            kc, call_code("fixup", "apply", parent_pid=os.getpid()), SPARE_READY_TIMEOUT
+        )
         code = self.pool_warmup_code.get(spare.kernel_name)
         if code:
             await self._silent(kc, call_code("fixup", "warmup", code), SPARE_READY_TIMEOUT)
@@ -269,8 +277,11 @@ class PoolMixin(LoggingConfigurable):
                 msg = await kc.get_iopub_msg(timeout=left)
             except Exception:  # queue.Empty
                 break
-            if (msg["msg_type"] == "status" and msg["parent_header"].get("msg_id") == msg_id
-                    and msg["content"].get("execution_state") == "idle"):
+            if (
+                msg["msg_type"] == "status"
+                and msg["parent_header"].get("msg_id") == msg_id
+                and msg["content"].get("execution_state") == "idle"
+            ):
                 break
         return reply
 
@@ -312,7 +323,9 @@ class PoolMixin(LoggingConfigurable):
                             queue.remove(spare)
                         self._pool_stats[name].replaced += 1
                         self._pool_event(
-                            "replace", kernel_name=name, kernel_id=spare.kernel_id,
+                            "replace",
+                            kernel_name=name,
+                            kernel_id=spare.kernel_id,
                             why="expired" if alive else "died",
                         )
                         self._retire(spare)
@@ -388,8 +401,9 @@ class PoolMixin(LoggingConfigurable):
             cwd = None  # already there: spare the ~10 ms round trip
         parent_pid = 0 if independent else os.getpid()
         if cwd or env:
-            code = call_code("fixup", "apply", cwd=str(cwd) if cwd else None, env=env,
-                             parent_pid=parent_pid)
+            code = call_code(
+                "fixup", "apply", cwd=str(cwd) if cwd else None, env=env, parent_pid=parent_pid
+            )
             await self._silent(spare.client, code, FIXUP_TIMEOUT)
         elif independent:  # only cut the tie to this process: no need to wait for it
             helper_execute(spare.client, call_code("fixup", "release_parent"))
@@ -418,8 +432,11 @@ class PoolMixin(LoggingConfigurable):
         for name in sorted(set(self.pool_sizes) | set(self._pool) | set(self._pool_stats)):
             queue = self._pool.get(name, deque())
             st = self._pool_stats.get(name, _Stats())
-            ready = sum(1 for s in queue if s.task.done() and not s.task.cancelled()
-                        and s.task.exception() is None)
+            ready = sum(
+                1
+                for s in queue
+                if s.task.done() and not s.task.cancelled() and s.task.exception() is None
+            )
             total = st.hits + st.misses
             out[name] = {
                 "target": int(self.pool_sizes.get(name, 0)),

@@ -59,7 +59,9 @@ class ControlProxy:
     through an inproc socket, so detaching costs no polling delay.
     """
 
-    def __init__(self, target: str, key: bytes, signature_scheme: str, ip: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target: str, key: bytes, signature_scheme: str, ip: str = "127.0.0.1"
+    ) -> None:
         self.target, self.ip = target, ip
         self.session = Session(key=key, signature_scheme=signature_scheme)
         self.port = 0
@@ -67,8 +69,9 @@ class ControlProxy:
         self._wake = f"inproc://kernel-sessions-control-{id(self)}"
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="kernel-sessions-control",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="kernel-sessions-control", daemon=True
+        )
 
     def start(self) -> int:
         self._thread.start()
@@ -134,9 +137,13 @@ class ControlProxy:
         except (ValueError, IndexError):
             content = {}
         parent = {"header": header, "parent_header": {}, "metadata": {}, "content": content}
-        self.session.send(front, "shutdown_reply",
-                          {"status": "ok", "restart": bool(content.get("restart"))},
-                          parent=parent, ident=frames[:i])
+        self.session.send(
+            front,
+            "shutdown_reply",
+            {"status": "ok", "restart": bool(content.get("restart"))},
+            parent=parent,
+            ident=frames[:i],
+        )
         return True
 
 
@@ -147,7 +154,8 @@ class SessionProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     url = Unicode("", config=True, help="Server URL (default: discovery, see discovery.py).")
     create = Bool(True, config=True, help="Create the session if it does not exist.")
     session_kernel_name = Unicode(
-        "", config=True, help="Kernelspec of a session created on attach (default: the server's).")
+        "", config=True, help="Kernelspec of a session created on attach (default: the server's)."
+    )
     ready_timeout = Float(60.0, config=True, help="Seconds to wait for the session's kernel.")
 
     _attached = False
@@ -183,10 +191,15 @@ class SessionProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self._proxy = ControlProxy(target, key, info["signature_scheme"], info["ip"])
         port = await asyncio.to_thread(self._proxy.start)
         self.connection_info = {
-            "transport": info["transport"], "ip": info["ip"], "key": key,
+            "transport": info["transport"],
+            "ip": info["ip"],
+            "key": key,
             "signature_scheme": info["signature_scheme"],
-            "shell_port": info["shell_port"], "iopub_port": info["iopub_port"],
-            "stdin_port": info["stdin_port"], "hb_port": info["hb_port"], "control_port": port,
+            "shell_port": info["shell_port"],
+            "iopub_port": info["iopub_port"],
+            "stdin_port": info["stdin_port"],
+            "hb_port": info["hb_port"],
+            "control_port": port,
         }
         self._kernel_id = info["kernel_id"]
         self._attached, self._alive, self._checked_at = True, True, time.monotonic()
@@ -281,8 +294,15 @@ class SessionProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
 # -- kernelspecs ------------------------------------------------------------------------------
 
-def kernelspec_json(session: str, *, url: str = "", display_name: str | None = None,
-                    kernel_name: str = "", language: str = "python") -> dict[str, Any]:
+
+def kernelspec_json(
+    session: str,
+    *,
+    url: str = "",
+    display_name: str | None = None,
+    kernel_name: str = "",
+    language: str = "python",
+) -> dict[str, Any]:
     """``kernel.json`` of ``session.<name>``: this provisioner, the session, never a token."""
     config: dict[str, Any] = {"session": validate_name(session)}
     if url:
@@ -302,8 +322,15 @@ def kernelspec_json(session: str, *, url: str = "", display_name: str | None = N
     }
 
 
-def install_kernelspec(session: str, *, url: str = "", display_name: str | None = None,
-                       kernel_name: str = "", user: bool = True, prefix: str | None = None) -> str:
+def install_kernelspec(
+    session: str,
+    *,
+    url: str = "",
+    display_name: str | None = None,
+    kernel_name: str = "",
+    user: bool = True,
+    prefix: str | None = None,
+) -> str:
     """Write kernelspec ``session.<name>`` (logos from the real kernelspec); return its path."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
@@ -318,15 +345,20 @@ def install_kernelspec(session: str, *, url: str = "", display_name: str | None 
         for logo in ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg"):
             if resources and (Path(resources) / logo).is_file():
                 shutil.copy(Path(resources) / logo, Path(tmp) / logo)
-        spec = kernelspec_json(session, url=url, display_name=display_name,
-                               kernel_name=kernel_name, language=language)
+        spec = kernelspec_json(
+            session, url=url, display_name=display_name, kernel_name=kernel_name, language=language
+        )
         (Path(tmp) / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
-        return ksm.install_kernel_spec(tmp, spec_name(session), user=user and prefix is None,
-                                       prefix=prefix)
+        return ksm.install_kernel_spec(
+            tmp, spec_name(session), user=user and prefix is None, prefix=prefix
+        )
 
 
 if __name__ == "__main__":  # the kernelspec's argv: only reached without the provisioner
-    print(f"kernelspec session.{sys.argv[1] if len(sys.argv) > 1 else '?'} needs the "
-          f"'{PROVISIONER_NAME}' kernel provisioner (pip install kernel-sessions; "
-          "jupyter_client >= 7)", file=sys.stderr)
+    print(
+        f"kernelspec session.{sys.argv[1] if len(sys.argv) > 1 else '?'} needs the "
+        f"'{PROVISIONER_NAME}' kernel provisioner (pip install kernel-sessions; "
+        "jupyter_client >= 7)",
+        file=sys.stderr,
+    )
     sys.exit(1)

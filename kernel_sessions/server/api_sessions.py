@@ -14,8 +14,8 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from kernel_sessions.core.errors import KernelSessionError
-from kernel_sessions.server.handlers.base import http_error
 from kernel_sessions.core.models import session_name_of
+from kernel_sessions.server.handlers.base import http_error
 
 HANDLERS_FLAG = "kernel_sessions_session_handlers"
 
@@ -31,7 +31,9 @@ async def _pre_attach(handler: Any, kernel: Any, path: Any) -> None:
     km = handler.kernel_manager
     if name is None or not callable(getattr(km, "attach_session", None)):  # not ours
         return
-    if isinstance(path, str) and await ensure_async(handler.session_manager.session_exists(path=path)):
+    if isinstance(path, str) and await ensure_async(
+        handler.session_manager.session_exists(path=path)
+    ):
         return  # jupyter_server will hand back the existing session and start nothing
     await km.attach_session(name)
 
@@ -85,8 +87,13 @@ def install_session_handlers(web_app: Any) -> None:
         return
     web_app.settings[HANDLERS_FLAG] = True
     base = web_app.settings.get("base_url", "/")
-    web_app.add_handlers(".*$", [
-        (url_path_join(base, r"/api/sessions/%s" % session_handlers._session_id_regex),
-         SessionHandler),
-        (url_path_join(base, r"/api/sessions"), SessionRootHandler),
-    ])
+    web_app.add_handlers(
+        ".*$",
+        [
+            (
+                url_path_join(base, r"/api/sessions/" + session_handlers._session_id_regex),
+                SessionHandler,
+            ),
+            (url_path_join(base, r"/api/sessions"), SessionRootHandler),
+        ],
+    )

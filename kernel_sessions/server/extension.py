@@ -32,10 +32,15 @@ from jupyter_server.gateway.gateway_client import GatewayClient
 from jupyter_server.log import log_request
 from traitlets import Float, Unicode
 
+from kernel_sessions.core.manager import (
+    POOL_SCHEMA_ID,
+    SCHEMA_DIR,
+    STATE_SCHEMA_ID,
+    KernelSessionManager,
+)
+from kernel_sessions.core.ownership import OwnerInfo, OwnershipLock
 from kernel_sessions.server import metrics as metrics
 from kernel_sessions.server.handlers.base import APP_SETTINGS_KEY, SETTINGS_KEY, ApiError
-from kernel_sessions.core.manager import POOL_SCHEMA_ID, SCHEMA_DIR, STATE_SCHEMA_ID, KernelSessionManager
-from kernel_sessions.core.ownership import OwnerInfo, OwnershipLock
 
 EXTENSION_NAME = "kernel_sessions"
 # The kernel manager the extension installs (see jupyter_config/…/kernel_sessions.json too).
@@ -102,9 +107,11 @@ class KernelSessionsApp(ExtensionApp):
             self.log.warning("kernel_sessions: a kernel gateway is configured; no warm pool")
             return
         # reading the traits' defaults this early would fail: only look at explicit values
-        for trait, ours in (("kernel_manager_class", KERNEL_MANAGER_CLASS),
-                            ("kernel_websocket_connection_class", WEBSOCKET_CONNECTION_CLASS),
-                            ("kernel_spec_manager_class", KERNEL_SPEC_MANAGER_CLASS)):
+        for trait, ours in (
+            ("kernel_manager_class", KERNEL_MANAGER_CLASS),
+            ("kernel_websocket_connection_class", WEBSOCKET_CONNECTION_CLASS),
+            ("kernel_spec_manager_class", KERNEL_SPEC_MANAGER_CLASS),
+        ):
             if not serverapp.trait_has_value(trait):
                 setattr(serverapp, trait, ours)
 
@@ -120,8 +127,12 @@ class KernelSessionsApp(ExtensionApp):
         if self.session_data_dir:
             kwargs["data_dir"] = self.session_data_dir
         self.ks = KernelSessionManager(
-            parent=self, log=self.log, kernel_manager=sa.kernel_manager,
-            event_logger=sa.event_logger, root_dir=sa.root_dir, **kwargs,
+            parent=self,
+            log=self.log,
+            kernel_manager=sa.kernel_manager,
+            event_logger=sa.event_logger,
+            root_dir=sa.root_dir,
+            **kwargs,
         )
         self.ownership = OwnershipLock(self.ks.data_dir)
         sa.kernel_manager.kernel_sessions = self.ks
@@ -131,8 +142,8 @@ class KernelSessionsApp(ExtensionApp):
         metrics.install(self.ks)
 
     def initialize_handlers(self) -> None:
-        from kernel_sessions.server.handlers.routes import default_handlers
         from kernel_sessions.server.handlers.base import quiet_refusals
+        from kernel_sessions.server.handlers.routes import default_handlers
 
         self.handlers.extend(default_handlers)
         settings = self.serverapp.web_app.settings
@@ -146,14 +157,16 @@ class KernelSessionsApp(ExtensionApp):
         Only the owner of the data dir starts it: without the lock this raises 503 ``not_owner``.
         """
         if self.ks is None or self._stopping:
-            raise ApiError(503, "unavailable",
-                           "kernel sessions are not available (server stopping)")
+            raise ApiError(
+                503, "unavailable", "kernel sessions are not available (server stopping)"
+            )
         if self._start_task is None:
             try:
                 owned = self._take_ownership()
             except OSError as e:  # not even a lock file can be opened in the data dir
-                raise ApiError(503, "unavailable", "the data dir cannot be locked: "
-                               f"{_without_paths(e)}") from e
+                raise ApiError(
+                    503, "unavailable", f"the data dir cannot be locked: {_without_paths(e)}"
+                ) from e
             if not owned:
                 raise self._not_owner_error()
             self._start_task = asyncio.ensure_future(self.ks.start())
@@ -164,8 +177,9 @@ class KernelSessionsApp(ExtensionApp):
         except Exception as e:  # logged once by _start_jupyter_server_extension
             if self._start_task is not None and self._start_task.done() and not self.ks.started:
                 self._start_task = None  # it failed before starting anything: retry next time
-            raise ApiError(503, "unavailable",
-                           f"kernel sessions failed to start: {_without_paths(e)}") from e
+            raise ApiError(
+                503, "unavailable", f"kernel sessions failed to start: {_without_paths(e)}"
+            ) from e
         return self.ks
 
     # -- ownership of the data dir ----------------------------------------------------------
@@ -175,9 +189,11 @@ class KernelSessionsApp(ExtensionApp):
         assert self.ownership is not None
         if self.ownership.acquire():
             if self._refused:
-                self.log.warning("kernel_sessions: the data dir's previous owner (%s) is gone; "
-                                 "this server now manages its sessions",
-                                 self._owner.describe() if self._owner else "another server")
+                self.log.warning(
+                    "kernel_sessions: the data dir's previous owner (%s) is gone; "
+                    "this server now manages its sessions",
+                    self._owner.describe() if self._owner else "another server",
+                )
             self._refused, self._owner = False, None
             return True
         self._owner = self.ownership.owner()
@@ -186,8 +202,12 @@ class KernelSessionsApp(ExtensionApp):
             self.log.error(
                 "kernel_sessions: %s already manages the sessions in %s; this server manages "
                 "none of them (its sessions API answers 503 %s) and takes over once that server "
-                "is gone (retrying every %.3g s)", self._owner_text(), self.ownership.data_dir,
-                NOT_OWNER, self.owner_retry_interval)
+                "is gone (retrying every %.3g s)",
+                self._owner_text(),
+                self.ownership.data_dir,
+                NOT_OWNER,
+                self.owner_retry_interval,
+            )
         if self._retry_task is None or self._retry_task.done():
             self._retry_task = asyncio.ensure_future(self._retry_ownership())
         return False
@@ -196,9 +216,12 @@ class KernelSessionsApp(ExtensionApp):
         return f"another server ({self._owner.describe()})" if self._owner else "another server"
 
     def _not_owner_error(self) -> ApiError:
-        return ApiError(503, NOT_OWNER,
-                        f"kernel sessions on this data dir are managed by {self._owner_text()}; "
-                        "use that server, or stop it and this one takes over")
+        return ApiError(
+            503,
+            NOT_OWNER,
+            f"kernel sessions on this data dir are managed by {self._owner_text()}; "
+            "use that server, or stop it and this one takes over",
+        )
 
     async def _retry_ownership(self) -> None:
         """Try the lock every ``owner_retry_interval`` s; start the manager once it is ours."""
@@ -243,8 +266,9 @@ class KernelSessionsApp(ExtensionApp):
             try:
                 await task
             except Exception:
-                self.log.warning("kernel_sessions: start had failed; stopping anyway",
-                                 exc_info=True)
+                self.log.warning(
+                    "kernel_sessions: start had failed; stopping anyway", exc_info=True
+                )
             try:
                 await self.ks.stop()
             except Exception:  # the server's own shutdown must go on whatever happened here

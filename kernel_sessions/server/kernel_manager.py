@@ -36,12 +36,12 @@ from tornado import web
 from traitlets import Float, Instance, observe
 
 from kernel_sessions.core import models as M
-from kernel_sessions.core.models import session_name_of, spec_name
 from kernel_sessions.core.errors import KernelSessionError, SessionExists, SessionNotFound
+from kernel_sessions.core.models import session_name_of, spec_name
+from kernel_sessions.pool.managers import PooledMappingKernelManager
 from kernel_sessions.server.api_sessions import install_session_handlers
 from kernel_sessions.server.handlers.base import APP_SETTINGS_KEY, http_error
 from kernel_sessions.server.session_rows import SessionRows
-from kernel_sessions.pool.managers import PooledMappingKernelManager
 
 if TYPE_CHECKING:
     from kernel_sessions.core.manager import KernelSessionManager
@@ -117,8 +117,9 @@ class SessionMappingKernelManager(PooledMappingKernelManager):
         """
         ks = self.kernel_sessions
         if ks is None:
-            raise web.HTTPError(503, "kernel sessions are not enabled on this server",
-                                reason="not_enabled")
+            raise web.HTTPError(
+                503, "kernel sessions are not enabled on this server", reason="not_enabled"
+            )
         lock = self._attach_locks.get(name)
         if lock is None:
             lock = self._attach_locks[name] = asyncio.Lock()
@@ -142,8 +143,9 @@ class SessionMappingKernelManager(PooledMappingKernelManager):
         except KernelSessionError as e:
             raise http_error(e) from e
         if model.kernel_id not in self:
-            raise web.HTTPError(409, f"session {name!r} has no kernel on this server",
-                                reason="invalid_state")
+            raise web.HTTPError(
+                409, f"session {name!r} has no kernel on this server", reason="invalid_state"
+            )
         return model
 
     async def _ensure_started(self, ks: KernelSessionManager) -> None:
@@ -163,8 +165,11 @@ class SessionMappingKernelManager(PooledMappingKernelManager):
                 return model
             if model.state != M.STARTING:
                 raise web.HTTPError(
-                    409, f"session {name!r} is {model.state} ({model.reason}); "
-                    "restart or restore it through the sessions API", reason="invalid_state")
+                    409,
+                    f"session {name!r} is {model.state} ({model.reason}); "
+                    "restart or restore it through the sessions API",
+                    reason="invalid_state",
+                )
             if time.monotonic() > deadline:
                 raise web.HTTPError(504, f"session {name!r} is still starting", reason="timeout")
             await asyncio.sleep(ATTACH_POLL)
@@ -195,8 +200,9 @@ class SessionMappingKernelManager(PooledMappingKernelManager):
         model = self._shielded(kernel_id)
         if model is None:
             return await super().shutdown_kernel(kernel_id, now=now, restart=restart)
-        self.log.info("kernel %s belongs to session %r: detached, not stopped",
-                      kernel_id, model.name)
+        self.log.info(
+            "kernel %s belongs to session %r: detached, not stopped", kernel_id, model.name
+        )
         if self.session_rows is not None:
             self.session_rows.request_sync()  # runs after the caller deletes its session row
         return None

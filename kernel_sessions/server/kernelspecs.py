@@ -18,11 +18,12 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 from traitlets import Instance
 
 from kernel_sessions.core.errors import InvalidSessionName
-from kernel_sessions.core.models import DISPLAY_SUFFIX, SPEC_PREFIX, session_name_of, spec_name
+from kernel_sessions.core.models import DISPLAY_SUFFIX, session_name_of, spec_name
 
 if TYPE_CHECKING:
     from kernel_sessions.core.manager import KernelSessionManager
     from kernel_sessions.core.models import SessionModel
+
 
 def current_sessions(ks: KernelSessionManager | None) -> list[SessionModel]:
     """The manager's live sessions, synchronously.

@@ -9,7 +9,8 @@ processes start many servers).
 from __future__ import annotations
 
 import weakref
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -43,14 +44,19 @@ class SessionsCollector(Collector):
     @staticmethod
     def _families(ks: Any = None) -> list[Any]:
         spec = ["kernel_name"]
-        states = GaugeMetricFamily(f"{PREFIX}_sessions", "Named sessions by state.",
-                                   labels=["state"])
+        states = GaugeMetricFamily(
+            f"{PREFIX}_sessions", "Named sessions by state.", labels=["state"]
+        )
         ready = GaugeMetricFamily(f"{PREFIX}_pool_ready", "Warm spares ready.", labels=spec)
         target = GaugeMetricFamily(f"{PREFIX}_pool_target", "Warm spares wanted.", labels=spec)
-        hits = CounterMetricFamily(f"{PREFIX}_pool_hits", "Kernel starts served by a spare.",
-                                   labels=spec)
-        misses = CounterMetricFamily(f"{PREFIX}_pool_misses", "Kernel starts of a pooled spec "
-                                     "that found no spare.", labels=spec)
+        hits = CounterMetricFamily(
+            f"{PREFIX}_pool_hits", "Kernel starts served by a spare.", labels=spec
+        )
+        misses = CounterMetricFamily(
+            f"{PREFIX}_pool_misses",
+            "Kernel starts of a pooled spec that found no spare.",
+            labels=spec,
+        )
         if ks is not None:
             counts = dict.fromkeys((s for s in STATES if s != DELETED), 0)
             for model in list(getattr(ks, "_sessions", {}).values()):

@@ -35,8 +35,12 @@ class SessionRows:
     directly: ``delete_session`` would try to stop the kernel.
     """
 
-    def __init__(self, ks: KernelSessionManager, session_manager: Any,
-                 kernel_manager: SessionMappingKernelManager) -> None:
+    def __init__(
+        self,
+        ks: KernelSessionManager,
+        session_manager: Any,
+        kernel_manager: SessionMappingKernelManager,
+    ) -> None:
         self.ks = ks
         self.sm = session_manager
         self.km = kernel_manager
@@ -80,8 +84,11 @@ class SessionRows:
         if self._closed:
             return
         async with self._lock:
-            wanted = {m.kernel_id: m.name for m in current_sessions(self.ks)
-                      if m.kernel_id and m.kernel_id in self.km}
+            wanted = {
+                m.kernel_id: m.name
+                for m in current_sessions(self.ks)
+                if m.kernel_id and m.kernel_id in self.km
+            }
             cur = self.sm.cursor
             rows = cur.execute(
                 "SELECT session_id, name, path, kernel_id FROM session WHERE type=?", (ROW_TYPE,)
@@ -95,14 +102,17 @@ class SessionRows:
                     continue
                 seen.add(kid)
                 if row["name"] != name or row["path"] != row_path(name):  # renamed
-                    cur.execute("UPDATE session SET name=?, path=? WHERE session_id=?",
-                                (name, row_path(name), sid))
+                    cur.execute(
+                        "UPDATE session SET name=?, path=? WHERE session_id=?",
+                        (name, row_path(name), sid),
+                    )
             for kid, name in wanted.items():
                 if kid in seen:
                     continue
                 try:
-                    await self.sm.create_session(path=row_path(name), name=name, type=ROW_TYPE,
-                                                 kernel_id=kid)
+                    await self.sm.create_session(
+                        path=row_path(name), name=name, type=ROW_TYPE, kernel_id=kid
+                    )
                 except (web.HTTPError, KeyError):  # the kernel went meanwhile: no row needed
                     self.km.log.debug("kernel sessions: no row for %s, kernel gone", name)
 

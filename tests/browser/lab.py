@@ -27,8 +27,13 @@ import psutil
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 START_TIMEOUT = 90.0  # seconds: imports and the first warm kernel on a loaded 2-core machine
 STOP_TIMEOUT = 20.0
@@ -48,32 +53,51 @@ class LabServer:
     def __init__(self, base: Path, pool_size: int = 1, lab: bool = True) -> None:
         self.base = base
         self.token = secrets.token_hex(16)
-        dirs = {d: base / d for d in ("root", "data", "runtime", "config", "settings",
-                                       "workspaces", "sessions")}
+        dirs = {
+            d: base / d
+            for d in ("root", "data", "runtime", "config", "settings", "workspaces", "sessions")
+        }
         for path in dirs.values():
             path.mkdir(parents=True, exist_ok=True)
         self.root = dirs["root"]
         self.runtime = dirs["runtime"]
-        (dirs["config"] / "jupyter_server_config.json").write_text(json.dumps({
-            "ServerApp": {"jpserver_extensions": {"kernel_sessions": True}},
-            "PoolMixin": {"pool_sizes": {"python3": pool_size}},
-            "KernelSessionsApp": {"session_data_dir": str(dirs["sessions"])},
-            "KernelSessionManager": {"keep_kernels_on_stop": False},
-        }))
+        (dirs["config"] / "jupyter_server_config.json").write_text(
+            json.dumps(
+                {
+                    "ServerApp": {"jpserver_extensions": {"kernel_sessions": True}},
+                    "PoolMixin": {"pool_sizes": {"python3": pool_size}},
+                    "KernelSessionsApp": {"session_data_dir": str(dirs["sessions"])},
+                    "KernelSessionManager": {"keep_kernels_on_stop": False},
+                }
+            )
+        )
         notification = dirs["settings"] / "@jupyterlab" / "apputils-extension"
         notification.mkdir(parents=True)
         (notification / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-        self._env = {**os.environ, "JUPYTER_DATA_DIR": str(dirs["data"]),
-                     "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
-                     "JUPYTER_CONFIG_DIR": str(dirs["config"])}
-        self._args = [sys.executable, "-m", "jupyterlab" if lab else "jupyter_server",
-                      "--no-browser", "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
-                      f"--IdentityProvider.token={self.token}",
-                      f"--ServerApp.root_dir={self.root}", "--ServerApp.open_browser=False"]
+            json.dumps({"fetchNews": "false", "checkForUpdates": False})
+        )
+        self._env = {
+            **os.environ,
+            "JUPYTER_DATA_DIR": str(dirs["data"]),
+            "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
+            "JUPYTER_CONFIG_DIR": str(dirs["config"]),
+        }
+        self._args = [
+            sys.executable,
+            "-m",
+            "jupyterlab" if lab else "jupyter_server",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root}",
+            "--ServerApp.open_browser=False",
+        ]
         if lab:
-            self._args += [f"--LabApp.user_settings_dir={dirs['settings']}",
-                           f"--LabApp.workspaces_dir={dirs['workspaces']}"]
+            self._args += [
+                f"--LabApp.user_settings_dir={dirs['settings']}",
+                f"--LabApp.workspaces_dir={dirs['workspaces']}",
+            ]
         if os.getuid() == 0:
             self._args.append("--allow-root")
         self.log_path = base / "lab.log"
@@ -91,8 +115,13 @@ class LabServer:
         """Start on a free port; False when the server exits or never answers."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.proc = subprocess.Popen([*self._args, f"--port={self.port}"], env=self._env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.root)
+        self.proc = subprocess.Popen(
+            [*self._args, f"--port={self.port}"],
+            env=self._env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+        )
         deadline = time.monotonic() + START_TIMEOUT
         while self.proc.poll() is None and time.monotonic() < deadline:
             try:
@@ -111,9 +140,12 @@ class LabServer:
         data = json.dumps(body).encode() if body is not None else None
         if data is None and method == "POST":
             data = b""
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Authorization": f"token {self.token}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 raw = resp.read()

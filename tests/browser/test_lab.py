@@ -16,16 +16,19 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import playwright.sync_api as playwright_api
 import pytest
 
 from tests.browser.lab import CHROMIUM, CHROMIUM_ARGS, LabServer
 
-SHOTS = Path(os.environ.get("KERNEL_SESSIONS_SCREENSHOTS")
-             or __import__("tempfile").mkdtemp(prefix="ks-screenshots-"))
+SHOTS = Path(
+    os.environ.get("KERNEL_SESSIONS_SCREENSHOTS")
+    or __import__("tempfile").mkdtemp(prefix="ks-screenshots-")
+)
 VIEWPORT = {"width": 1400, "height": 820}
 SESSION = "demo"
 ROW = f'li.jp-KernelSessions-session[data-session="{SESSION}"]'
@@ -70,19 +73,34 @@ def page(lab: LabServer) -> Iterator[Any]:
 
 
 def empty_notebook(lab: LabServer, path: str) -> None:
-    cell = {"cell_type": "code", "source": "", "metadata": {}, "outputs": [],
-            "execution_count": None}
-    content = {"cells": [cell], "nbformat": 4, "nbformat_minor": 5, "metadata": {
-        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                       "language": "python"}}}
+    cell = {
+        "cell_type": "code",
+        "source": "",
+        "metadata": {},
+        "outputs": [],
+        "execution_count": None,
+    }
+    content = {
+        "cells": [cell],
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {
+            "kernelspec": {
+                "name": "python3",
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+            }
+        },
+    }
     status, _ = lab.call("PUT", f"api/contents/{path}", {"type": "notebook", "content": content})
     assert status in (200, 201)
 
 
 def kernel_idle(page: Any) -> None:
     """The notebook's kernel says Idle in the status bar (a cell run earlier is dropped)."""
-    playwright_api.expect(page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\| Idle$"))
-                          ).to_have_count(1, timeout=UI_TIMEOUT)
+    playwright_api.expect(
+        page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\| Idle$"))
+    ).to_have_count(1, timeout=UI_TIMEOUT)
 
 
 def run_cell(page: Any, code: str, index: int) -> None:
@@ -92,7 +110,8 @@ def run_cell(page: Any, code: str, index: int) -> None:
     page.keyboard.type(code)
     page.keyboard.press("Shift+Enter")
     playwright_api.expect(cell.locator(".jp-InputArea-prompt")).to_have_text(
-        re.compile(r"\[\d+\]:"), timeout=UI_TIMEOUT)
+        re.compile(r"\[\d+\]:"), timeout=UI_TIMEOUT
+    )
 
 
 def screenshot(page: Any, name: str) -> None:
@@ -156,7 +175,8 @@ def test_panel_session_lifecycle(lab: LabServer, page: Any) -> None:
     # attach the notebook to it
     row.locator('[data-action="attach"]').click()
     expect(page.locator(f'.jp-KernelSessions-status[data-session="{SESSION}"]')).to_have_text(
-        f"Session: {SESSION}")
+        f"Session: {SESSION}"
+    )
     expect(row.locator(".jp-KernelSessions-notebooks")).to_contain_text(NOTEBOOK)
     kernel_idle(page)
 
@@ -193,16 +213,20 @@ def test_panel_session_lifecycle(lab: LabServer, page: Any) -> None:
     expect(checkpoints.first).to_have_attribute("data-checkpoint", listed[0]["id"])
     assert listed[0]["variable_count"] >= 3  # x, m, words (and the module np)
     expect(checkpoints.first.locator(".jp-KernelSessions-cpVars")).to_have_text(
-        str(listed[0]["variable_count"]))
+        str(listed[0]["variable_count"])
+    )
 
     # kill the kernel from outside; the panel records every state it shows
-    page.evaluate("""(selector) => {
+    page.evaluate(
+        """(selector) => {
         window.__ksStates = [];
         const li = document.querySelector(selector);
         new MutationObserver(records => {
             for (const r of records) window.__ksStates.push(r.target.getAttribute('data-state'));
         }).observe(li, {attributes: true, attributeFilter: ['data-state']});
-    }""", ROW)
+    }""",
+        ROW,
+    )
     status, session = lab.call("GET", f"api/kernel-sessions/sessions/{SESSION}")
     assert status == 200, session
     pid = lab.kernel_pid(session["kernel"]["id"])
@@ -210,9 +234,12 @@ def test_panel_session_lifecycle(lab: LabServer, page: Any) -> None:
 
     states = wait_for(
         lambda: (lambda s: s if "dead" in s and s[-1] == "idle" else None)(
-            page.evaluate("window.__ksStates")),
-        RESTORE_TIMEOUT, "the session to go dead and come back")
-    assert "restoring" in states[states.index("dead"):], states
+            page.evaluate("window.__ksStates")
+        ),
+        RESTORE_TIMEOUT,
+        "the session to go dead and come back",
+    )
+    assert "restoring" in states[states.index("dead") :], states
     expect(row).to_have_attribute("data-state", "idle")
     history = row.locator(".jp-KernelSessions-transition")
     expect(history.filter(has_text="dead")).to_have_count(1)
@@ -267,11 +294,13 @@ def test_panel_actions(lab: LabServer, page: Any) -> None:
     expect = playwright_api.expect
     name, fork = "ops", "ops-fork"
     assert lab.call("POST", "api/kernel-sessions/sessions", {"name": name})[0] == 201
-    status, result = lab.call("POST", f"api/kernel-sessions/sessions/{name}/execute",
-                              {"code": "y = 7"})
+    status, result = lab.call(
+        "POST", f"api/kernel-sessions/sessions/{name}/execute", {"code": "y = 7"}
+    )
     assert status == 200 and result["status"] == "ok", result
-    status, cp = lab.call("POST", f"api/kernel-sessions/sessions/{name}/checkpoints",
-                          {"label": "seven"})
+    status, cp = lab.call(
+        "POST", f"api/kernel-sessions/sessions/{name}/checkpoints", {"label": "seven"}
+    )
     assert status == 201, cp
 
     page.goto(f"{lab.url}lab?reset&token={lab.token}")
@@ -286,11 +315,17 @@ def test_panel_actions(lab: LabServer, page: Any) -> None:
 
     # every action is in the command palette
     labels = palette_items(page, "kernel session")
-    for label in ("New Kernel Session…", "Attach Current Notebook to a Kernel Session…",
-                  "Open Console on a Kernel Session…", "Checkpoint a Kernel Session Now…",
-                  "Restart a Kernel Session…", "Shut Down a Kernel Session…",
-                  "Restore a Kernel Session Checkpoint…", "Fork a Kernel Session Checkpoint…",
-                  "Delete a Kernel Session Checkpoint…"):
+    for label in (
+        "New Kernel Session…",
+        "Attach Current Notebook to a Kernel Session…",
+        "Open Console on a Kernel Session…",
+        "Checkpoint a Kernel Session Now…",
+        "Restart a Kernel Session…",
+        "Shut Down a Kernel Session…",
+        "Restore a Kernel Session Checkpoint…",
+        "Fork a Kernel Session Checkpoint…",
+        "Delete a Kernel Session Checkpoint…",
+    ):
         assert label in labels, labels
     page.keyboard.press("Escape")
 
@@ -374,8 +409,9 @@ def test_panel_shows_a_hibernated_session_and_wakes_it(lab: LabServer, page: Any
     expect = playwright_api.expect
     name = "sleepy"
     assert lab.call("POST", "api/kernel-sessions/sessions", {"name": name})[0] == 201
-    code, out = lab.call("POST", f"api/kernel-sessions/sessions/{name}/execute",
-                         {"code": "kept = 41 + 1"})
+    code, out = lab.call(
+        "POST", f"api/kernel-sessions/sessions/{name}/execute", {"code": "kept = 41 + 1"}
+    )
     assert code == 200 and out["status"] == "ok", out
     assert lab.call("PATCH", f"api/kernel-sessions/sessions/{name}", {"ttl": 1})[0] == 200
     page.goto(f"{lab.url}lab?reset&token={lab.token}")

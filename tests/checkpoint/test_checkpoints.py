@@ -17,10 +17,8 @@ import pytest
 
 from kernel_sessions import KernelSessionManager
 from kernel_sessions.core.errors import CheckpointFailed, CheckpointInvalid, SessionBusy
-
 from tests.support import SCRIPTS
 from tests.support.kernels import run, value, wait_for
-
 
 TRICKY = """
 import functools, threading
@@ -65,8 +63,9 @@ CHECKS = {
 
 @pytest.fixture
 async def ks(tmp_path):
-    made = KernelSessionManager(data_dir=str(tmp_path / "data"), pool_sizes={"python3": 2},
-                                root_dir=str(tmp_path))
+    made = KernelSessionManager(
+        data_dir=str(tmp_path / "data"), pool_sizes={"python3": 2}, root_dir=str(tmp_path)
+    )
     made.checkpointing.auto_checkpoint = False
     await made.start()
     yield made
@@ -122,8 +121,11 @@ async def test_restore_in_place_keeps_ipython_state_and_rolls_the_namespace_back
     before = await values(ks, "r", ["len(In)", "get_ipython().execution_count"])
     report = await ks.restore("r", first["id"])
     assert sorted(report["restored"]) == ["x", "y"] and report["removed"] == ["z"]
-    after = await values(ks, "r", ["x", "y", "'z' in globals()", "len(In)",
-                                   "get_ipython().execution_count", "Out[3]", "_"])
+    after = await values(
+        ks,
+        "r",
+        ["x", "y", "'z' in globals()", "len(In)", "get_ipython().execution_count", "Out[3]", "_"],
+    )
     assert after[:3] == [1, [1], False]
     assert after[3] >= before[0] and after[4] >= before[1]  # history and count go on
     assert after[5] == 2 and after[6] == 2  # Out and _ untouched by the restore
@@ -187,8 +189,11 @@ async def test_kernel_killed_mid_checkpoint_keeps_the_previous_one_and_auto_rest
     model = await ks.create("crash")
     await execute(ks, "crash", "x = 'before'")
     good = await ks.checkpoint("crash")
-    await execute(ks, "crash", "import numpy as np\nx = 'after'\n"
-                  "big = np.random.default_rng(0).random(60_000_000)")
+    await execute(
+        ks,
+        "crash",
+        "import numpy as np\nx = 'after'\nbig = np.random.default_rng(0).random(60_000_000)",
+    )
     blob_dir = Path(ks.checkpointing.store.blob_dir)
     pid = model.pid
     task = asyncio.ensure_future(ks.checkpoint("crash"))
@@ -201,16 +206,22 @@ async def test_kernel_killed_mid_checkpoint_keeps_the_previous_one_and_auto_rest
     # jupyter_client's restarter brings the kernel back; the session's namespace follows
     await wait_for(lambda: model.state == "idle" and "auto-restored" in model.reason, 30)
     assert await values(ks, "crash", ["x", "'big' in globals()"]) == ["before", False]
-    restored = [e for e in events if e["to"] == "idle" and "checkpoint" in e
-                and e["reason"].startswith("auto-restored")]
+    restored = [
+        e
+        for e in events
+        if e["to"] == "idle" and "checkpoint" in e and e["reason"].startswith("auto-restored")
+    ]
     assert restored and restored[-1]["checkpoint"] == good["id"]
     assert restored[-1]["checkpoint_created"].startswith(good["id"][:4])
 
 
 async def test_server_killed_mid_checkpoint_leaves_the_previous_checkpoint(tmp_path):
     data = tmp_path / "data"
-    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "checkpoint_and_die.py"), str(data)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "checkpoint_and_die.py"), str(data)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     kernel_pid = None
     try:
         line: list[str] = []
@@ -262,7 +273,9 @@ async def test_tampered_truncated_swapped_or_planted_checkpoints_are_refused(ks,
     good = await ks.checkpoint("t")
     theirs = await ks.checkpoint("other")
     store = ks.checkpointing.store
-    blob = Path(store.blob_dir) / good["variables"]["x"]["blob"][:2] / good["variables"]["x"]["blob"]
+    blob = (
+        Path(store.blob_dir) / good["variables"]["x"]["blob"][:2] / good["variables"]["x"]["blob"]
+    )
     original = blob.read_bytes()
 
     def refused(exc_info: pytest.ExceptionInfo) -> None:
@@ -270,9 +283,11 @@ async def test_tampered_truncated_swapped_or_planted_checkpoints_are_refused(ks,
         assert not marker.exists()
 
     await execute(ks, "t", "x = 'unchanged'")
-    for damaged in (original[:-3] + bytes([original[-3] ^ 1]) + original[-2:],  # flipped byte
-                    original[: len(original) // 2],  # truncated
-                    _malicious_blob(marker)):  # a planted pickle under the old name
+    for damaged in (
+        original[:-3] + bytes([original[-3] ^ 1]) + original[-2:],  # flipped byte
+        original[: len(original) // 2],  # truncated
+        _malicious_blob(marker),
+    ):  # a planted pickle under the old name
         blob.write_bytes(damaged)
         with pytest.raises(CheckpointInvalid) as exc_info:
             await ks.restore("t", good["id"])
@@ -351,8 +366,12 @@ async def test_delete_keeps_checkpoints_unless_purged_and_rename_moves_them(ks):
 async def test_background_checkpoint_lets_cells_run_and_restores(ks):
     ks.checkpointing.background_checkpoints = True
     model = await ks.create("bg")
-    await execute(ks, "bg", "import numpy as np\nbig = np.random.default_rng(1).random(40_000_000)"
-                  "\nx = [1, 2]\nf = lambda v: v + 1")
+    await execute(
+        ks,
+        "bg",
+        "import numpy as np\nbig = np.random.default_rng(1).random(40_000_000)"
+        "\nx = [1, 2]\nf = lambda v: v + 1",
+    )
     task = asyncio.ensure_future(ks.checkpoint("bg"))
     await wait_for(lambda: model.state == "checkpointing", 10, 0.005)
     await wait_for(lambda: ks.checkpointing.last_pause_ms is not None, 10, 0.005)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import sys
 from collections.abc import Iterator
@@ -66,8 +65,11 @@ def test_session_commands(cli: Any, server: LiveServer, tmp_path: Path) -> None:
     assert "team=a" in ok(cli("info", "c1"))
 
     # exec streams stdout and stderr, shows results; exit 1 when the code raised
-    code, out, err = cli("exec", "c1", "import sys\nprint('out')\nprint('err', file=sys.stderr)\n"
-                         "z = {'a': [1, 2]}\n6 * 7")
+    code, out, err = cli(
+        "exec",
+        "c1",
+        "import sys\nprint('out')\nprint('err', file=sys.stderr)\nz = {'a': [1, 2]}\n6 * 7",
+    )
     assert (code, out, err) == (0, "out\n42\n", "err\n")
     code, out, err = cli("exec", "c1", "1/0")
     assert code == 1 and "ZeroDivisionError" in err and "\x1b[" not in err
@@ -89,8 +91,11 @@ def test_session_commands(cli: Any, server: LiveServer, tmp_path: Path) -> None:
     assert one_error(cli("get", "c1", "nope")) == "error: no variable named 'nope'"
 
     # connection file: private, and a stock client can use it
-    path = Path(json.loads(ok(cli("connection-file", "c1", "-o", str(tmp_path / "c.json"),
-                                  "--json")))["path"])
+    path = Path(
+        json.loads(ok(cli("connection-file", "c1", "-o", str(tmp_path / "c.json"), "--json")))[
+            "path"
+        ]
+    )
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     kc = BlockingKernelClient()
     kc.load_connection_file(str(path))
@@ -129,8 +134,10 @@ def test_pool_command(cli: Any) -> None:
     assert "KERNELSPEC" in ok(cli("pool"))
     resized = json.loads(ok(cli("pool", "--resize", "python3=2", "--json")))
     assert resized["pools"]["python3"]["target"] == 2
-    assert json.loads(ok(cli("pool", "--resize", "python3=1", "--json")))["pools"]["python3"][
-        "target"] == 1
+    assert (
+        json.loads(ok(cli("pool", "--resize", "python3=1", "--json")))["pools"]["python3"]["target"]
+        == 1
+    )
     assert "no kernelspec named" in one_error(cli("pool", "--resize", "nope=1"))
 
 
@@ -157,7 +164,9 @@ def test_checkpoint_commands(cli: Any, server: LiveServer) -> None:
     # ... the latest one into a new session (a fork), and a fork at create time
     assert "into ck2" in ok(cli("restore", "ck", "--into", "ck2"))
     assert ok(cli("exec", "ck2", "f(a)")).strip() == "2"
-    assert json.loads(ok(cli("create", "ck3", "--from", f"ck:{c['id']}", "--json")))["name"] == "ck3"
+    assert (
+        json.loads(ok(cli("create", "ck3", "--from", f"ck:{c['id']}", "--json")))["name"] == "ck3"
+    )
     assert ok(cli("exec", "ck3", "f(a)")).strip() == "2"
     assert one_error(cli("restore", "ck", "20000101T000000.000000Z-deadbeef"))
 
@@ -189,7 +198,9 @@ def test_install_kernelspec_and_console(cli: Any, server: LiveServer) -> None:
     spec = json.loads((Path(out["path"]) / "kernel.json").read_text())
     assert out["name"] == "session.etl" and out["path"].startswith(server.env["JUPYTER_DATA_DIR"])
     assert spec["metadata"]["kernel_provisioner"] == {
-        "provisioner_name": "kernel-sessions", "config": {"session": "etl"}}
+        "provisioner_name": "kernel-sessions",
+        "config": {"session": "etl"},
+    }
     assert spec["display_name"] == "etl (session)" and server.token not in json.dumps(spec)
     assert "must match" in one_error(cli("install-kernelspec", "Nope!"))
     assert "no session named 'ghost'" in one_error(cli("console", "ghost"))
@@ -199,8 +210,7 @@ def test_install_kernelspec_and_console(cli: Any, server: LiveServer) -> None:
     if not os.path.exists(console):  # not a dependency of the package: say how to get it
         assert "jupyter console is not installed" in one_error(cli("console", "cons"))
     else:  # a real console: it sees the namespace, and leaving it only detaches
-        proc = cli_subprocess("console", "cons", "--simple-prompt", env=server.env,
-                              stdin=True)
+        proc = cli_subprocess("console", "cons", "--simple-prompt", env=server.env, stdin=True)
         out, err = proc.communicate("print(y * 6)\nz = 1\n", timeout=120)
         assert proc.returncode == 0, (out, err)
         assert "42" in out and "detached from session cons (it keeps running)" in out, out
@@ -208,7 +218,9 @@ def test_install_kernelspec_and_console(cli: Any, server: LiveServer) -> None:
     ok(cli("delete", "cons"))
 
 
-def test_real_processes_entry_point_discovery_and_errors(server: LiveServer, tmp_path: Path) -> None:
+def test_real_processes_entry_point_discovery_and_errors(
+    server: LiveServer, tmp_path: Path
+) -> None:
     """The ``jupyter kernel-sessions`` entry point in real processes, run side by side."""
     empty = {**server.env, "JUPYTER_RUNTIME_DIR": str(tmp_path / "no-servers")}
     procs = {
@@ -224,19 +236,31 @@ def test_real_processes_entry_point_discovery_and_errors(server: LiveServer, tmp
 def test_server_options_and_connection_errors(server: LiveServer, tmp_path: Path) -> None:
     empty = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "no-servers")}
     with server.environment(**empty):
-        assert "check the token" in one_error(run_cli("list", "--url", server.url,
-                                                      "--token", "wrong"))
-        assert json.loads(ok(run_cli("list", "--json", "--url", server.url.rstrip("/"),
-                                     "--token", server.token))) == []
+        assert "check the token" in one_error(
+            run_cli("list", "--url", server.url, "--token", "wrong")
+        )
+        assert (
+            json.loads(
+                ok(
+                    run_cli(
+                        "list", "--json", "--url", server.url.rstrip("/"), "--token", server.token
+                    )
+                )
+            )
+            == []
+        )
         # the URL the server prints (its token in the query) and a browser's page URL work
         printed = f"{server.url}lab?token={server.token}"
         assert json.loads(ok(run_cli("list", "--json", "--url", printed))) == []
         page = f"{server.url}lab/tree/x.ipynb"
-        assert json.loads(ok(run_cli("list", "--json", "--url", page, "--token", server.token))) == []
+        assert (
+            json.loads(ok(run_cli("list", "--json", "--url", page, "--token", server.token))) == []
+        )
         dead = f"http://127.0.0.1:{free_port()}/"
         assert "cannot reach the server at" in one_error(run_cli("list", "--url", dead))
-    with server.environment(**empty, JUPYTER_KERNEL_SESSIONS_URL=server.url,
-                            JUPYTER_TOKEN=server.token):
+    with server.environment(
+        **empty, JUPYTER_KERNEL_SESSIONS_URL=server.url, JUPYTER_TOKEN=server.token
+    ):
         assert ok(run_cli("create", "env")).strip() == "created env (python3, idle)"
         assert ok(run_cli("delete", "env")).strip() == "deleted env"
 
@@ -250,13 +274,16 @@ def test_attached_clients_are_counted_once() -> None:
     assert attached_count({"kernel": {}}) == 0
 
 
-@pytest.mark.parametrize(("url", "base", "token"), [
-    ("localhost:8888", "http://localhost:8888/", None),
-    ("http://h:8888/lab?token=abc", "http://h:8888/", "abc"),
-    ("http://h:8888/base/lab/tree/x.ipynb?token=t&x=1", "http://h:8888/base/", "t"),
-    ("https://h/base/", "https://h/base/", None),
-    ("http://h:8888/tree", "http://h:8888/", None),
-])
+@pytest.mark.parametrize(
+    ("url", "base", "token"),
+    [
+        ("localhost:8888", "http://localhost:8888/", None),
+        ("http://h:8888/lab?token=abc", "http://h:8888/", "abc"),
+        ("http://h:8888/base/lab/tree/x.ipynb?token=t&x=1", "http://h:8888/base/", "t"),
+        ("https://h/base/", "https://h/base/", None),
+        ("http://h:8888/tree", "http://h:8888/", None),
+    ],
+)
 def test_server_urls_as_users_paste_them(url: str, base: str, token: str | None) -> None:
     from kernel_sessions.client.discovery import split_url
 
@@ -266,8 +293,11 @@ def test_server_urls_as_users_paste_them(url: str, base: str, token: str | None)
 @pytest.fixture(autouse=True)
 def _no_url_env() -> Iterator[None]:
     """A developer's own server settings never leak into these tests."""
-    saved = {k: os.environ.pop(k) for k in ("JUPYTER_KERNEL_SESSIONS_URL", "JUPYTER_TOKEN")
-             if k in os.environ}
+    saved = {
+        k: os.environ.pop(k)
+        for k in ("JUPYTER_KERNEL_SESSIONS_URL", "JUPYTER_TOKEN")
+        if k in os.environ
+    }
     yield
     os.environ.update(saved)
 

@@ -26,7 +26,6 @@ from kernel_sessions.client import (
     connect,
     connect_async,
 )
-
 from tests.support.cli_server import LiveServer
 
 LEASE = 3.0  # seconds
@@ -53,8 +52,10 @@ def no_leftovers(server: LiveServer) -> Iterator[None]:
 def require_lease_endpoint(server: LiveServer) -> None:
     r = server.api("DELETE", "sessions/no-such-session/lease", params={"owner": "x"})
     if r.status_code == 404 and r.json()["message"].startswith("no endpoint"):
-        pytest.fail("the lease endpoint is not routed: handlers.default_handlers needs "
-                    "*handlers_leases.routes(API_ROOT, NAME)")
+        pytest.fail(
+            "the lease endpoint is not routed: handlers.default_handlers needs "
+            "*handlers_leases.routes(API_ROOT, NAME)"
+        )
 
 
 def quiet(kc: Any, code: str) -> tuple[dict, str]:
@@ -73,8 +74,11 @@ def idle(kc: Any, msg_id: str) -> None:
     """Wait for the iopub ``idle`` that ends request ``msg_id``."""
     while True:
         msg = kc.get_iopub_msg(timeout=30)
-        if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
-                and msg["content"]["execution_state"] == "idle"):
+        if (
+            msg["parent_header"].get("msg_id") == msg_id
+            and msg["msg_type"] == "status"
+            and msg["content"]["execution_state"] == "idle"
+        ):
             return
 
 
@@ -96,12 +100,16 @@ def test_rest_client_mirrors_the_api(server: LiveServer) -> None:
         assert api.get_variable("r1", "j")["value"] == {"a": [1]}
         assert api.get_variable("r1", "j", "repr")["value"] == "{'a': [1]}"
         assert {"a", "b", "data", "double", "j"} <= {
-            v["name"] for v in api.variables("r1")["variables"]}
+            v["name"] for v in api.variables("r1")["variables"]
+        }
         api.delete_variable("r1", "j")
         with pytest.raises(ClientError) as e:
             api.get_variable("r1", "j")
-        assert (e.value.status, e.value.reason, str(e.value)) == (404, "not_found",
-                                                                  "no variable named 'j'")
+        assert (e.value.status, e.value.reason, str(e.value)) == (
+            404,
+            "not_found",
+            "no variable named 'j'",
+        )
 
         info = api.connection_info("r1")
         assert info["kernel_id"] == s["kernel"]["id"] and info["key"]
@@ -216,10 +224,20 @@ sys.stdin.readline()
 def test_auto_sessions(server: LiveServer) -> None:
     require_lease_endpoint(server)
     env = server.env
-    owner_a = subprocess.Popen([sys.executable, "-c", OWNER], env=env, text=True,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    owner_b = subprocess.Popen([sys.executable, "-c", OTHER], env=env, text=True,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    owner_a = subprocess.Popen(
+        [sys.executable, "-c", OWNER],
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    owner_b = subprocess.Popen(
+        [sys.executable, "-c", OTHER],
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         a = json.loads(owner_a.stdout.readline())
         b = json.loads(owner_b.stdout.readline())
@@ -261,8 +279,9 @@ def test_auto_sessions(server: LiveServer) -> None:
         server.api("DELETE", "sessions/named-a")
 
 
-def test_client_calls_do_not_log_a_line_each(server: LiveServer,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_client_calls_do_not_log_a_line_each(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
     """Under papermill or nbclient (logging at INFO) the API calls stay quiet."""
     import logging
 

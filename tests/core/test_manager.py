@@ -21,10 +21,8 @@ from kernel_sessions import (
     SessionNotFound,
 )
 from kernel_sessions.core.models import NAME_RULE
-
-from tests.support.kernels import run, started_client, value, wait_for
 from tests.support import SCRIPTS
-
+from tests.support.kernels import run, started_client, value, wait_for
 
 
 @pytest.fixture
@@ -85,8 +83,10 @@ async def test_contract_script(tmp_path):
     assert all({"name", "from", "to", "reason"} <= set(e) for e in events)
 
 
-@pytest.mark.parametrize("bad", ["", "Etl", "..", ".", "a/b", "%2e", "a\x00b", "x" * 64, "<script>",
-                                 "-x", "etl\n", 7, None])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "Etl", "..", ".", "a/b", "%2e", "a\x00b", "x" * 64, "<script>", "-x", "etl\n", 7, None],
+)
 def test_bad_names_show_the_rule(bad):
     from kernel_sessions.core.models import validate_name
 
@@ -110,8 +110,7 @@ async def test_exists_notfound_and_bad_name(ks):
 
 
 async def test_fifty_concurrent_creates_make_one_kernel(ks):
-    results = await asyncio.gather(*(ks.create("same") for _ in range(50)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*(ks.create("same") for _ in range(50)), return_exceptions=True)
     ok = [r for r in results if not isinstance(r, BaseException)]
     assert len(ok) == 1
     assert all(isinstance(r, SessionExists) for r in results if r not in ok)
@@ -127,7 +126,9 @@ async def test_death_is_noticed_within_a_second_and_auto_restart_is_reported(ks)
     finally:
         kc.stop_channels()
     dead_at: list[float] = []
-    ks.observe(lambda e: e["to"] == "dead" and e["name"] == "victim" and dead_at.append(time.monotonic()))
+    ks.observe(
+        lambda e: e["to"] == "dead" and e["name"] == "victim" and dead_at.append(time.monotonic())
+    )
     killed_at = time.monotonic()
     os.kill(pid_of(ks, "victim"), signal.SIGKILL)
     await wait_for(lambda: dead_at, 5)
@@ -155,8 +156,12 @@ async def test_readopted_by_a_new_manager_after_sigkill(tmp_path, make_ks):
     data = str(tmp_path / "data")
     log = tmp_path / "hold.log"
     with open(log, "w") as out:  # a file, not a pipe: the kernel outlives the process
-        proc = subprocess.Popen([sys.executable, str(SCRIPTS / "hold_session.py"), data, "keep"],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=str(tmp_path))
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPTS / "hold_session.py"), data, "keep"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=str(tmp_path),
+        )
     try:
         await wait_for(lambda: "ready " in log.read_text() or proc.poll() is not None, 60)
         text = log.read_text()

@@ -10,7 +10,6 @@ import pytest_asyncio
 
 from kernel_sessions import KernelSessionManager
 from kernel_sessions.core.variables import VariableError
-
 from tests.support.kernels import run, value
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -128,7 +127,10 @@ async def test_reading_leaves_no_trace_for_attached_clients(ks):
 
 async def test_values_json_repr_pickle_and_limits(ks):
     assert (await ks.vars.get("v", "arr", "json"))["value"][1] == [4.0, 5.0, 6.0, 7.0]
-    assert (await ks.vars.get("v", "df", "json"))["value"] == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+    assert (await ks.vars.get("v", "df", "json"))["value"] == [
+        {"a": 1, "b": "x"},
+        {"a": 2, "b": "y"},
+    ]
     assert (await ks.vars.get("v", "s", "repr"))["value"] == "'hello'"
     with pytest.raises(VariableError) as e:
         await ks.vars.get("v", "big", "json")

@@ -11,14 +11,14 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 import pytest
 
-from tests.support.cli_server import LiveServer
-from tests.support.cli_server import run_cli
+from tests.support.cli_server import LiveServer, run_cli
 from tests.support.faults import EventLog, api, registry_rows, wait_until
 
 DETECT_BOUND = 60.0  # seconds: a hang must be noticed well within this (default: ~3-6 s)
@@ -53,9 +53,15 @@ def value(server: LiveServer, name: str, expr: str) -> Any:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path_factory.mktemp("hung"),
-                      config={"CheckpointService": {"auto_checkpoint": False,
-                                                    "checkpoint_timeout": CHECKPOINT_TIMEOUT}})
+    live = LiveServer(
+        tmp_path_factory.mktemp("hung"),
+        config={
+            "CheckpointService": {
+                "auto_checkpoint": False,
+                "checkpoint_timeout": CHECKPOINT_TIMEOUT,
+            }
+        },
+    )
     yield live
     live.stop()
 
@@ -73,7 +79,8 @@ def stopped() -> Iterator[list[int]]:
 
 
 def test_a_stopped_kernel_is_unresponsive_and_others_are_not_slowed(
-        server: LiveServer, stopped: list[int]) -> None:
+    server: LiveServer, stopped: list[int]
+) -> None:
     for name in ("h1", "ok1"):
         assert api(server, "POST", "sessions", {"name": name}).status_code == 201
     run(server, "h1", "x = 42")
@@ -83,8 +90,11 @@ def test_a_stopped_kernel_is_unresponsive_and_others_are_not_slowed(
     os.kill(pid, signal.SIGSTOP)
     stopped.append(pid)
     t0 = time.monotonic()
-    wait_until(lambda: state_of(server, "h1") == "unresponsive", DETECT_BOUND,
-               "the stopped kernel to show as unresponsive")
+    wait_until(
+        lambda: state_of(server, "h1") == "unresponsive",
+        DETECT_BOUND,
+        "the stopped kernel to show as unresponsive",
+    )
     print(f"\nhang detection (SIGSTOP -> unresponsive): {time.monotonic() - t0:.1f} s")
     got = api(server, "GET", "sessions/h1").json()
     assert "heartbeat" in got["reason"]
@@ -110,7 +120,8 @@ def test_a_stopped_kernel_is_unresponsive_and_others_are_not_slowed(
 
 
 def test_restart_and_delete_of_a_stopped_kernel_work_at_once(
-        server: LiveServer, stopped: list[int]) -> None:
+    server: LiveServer, stopped: list[int]
+) -> None:
     for name in ("h2", "h3"):
         assert api(server, "POST", "sessions", {"name": name}).status_code == 201
     pids = {name: pid_of(server, name) for name in ("h2", "h3")}
@@ -118,8 +129,11 @@ def test_restart_and_delete_of_a_stopped_kernel_work_at_once(
         os.kill(pid, signal.SIGSTOP)
         stopped.append(pid)
     for name in ("h2", "h3"):
-        wait_until(lambda n=name: state_of(server, n) == "unresponsive", DETECT_BOUND,
-                   f"{name} to show as unresponsive")
+        wait_until(
+            lambda n=name: state_of(server, n) == "unresponsive",
+            DETECT_BOUND,
+            f"{name} to show as unresponsive",
+        )
     t0 = time.monotonic()
     r = api(server, "POST", "sessions/h2/restart")
     assert r.status_code == 200 and r.json()["state"] == "idle", r.text
@@ -146,8 +160,9 @@ def test_a_checkpoint_stuck_in_reduce_does_not_block_delete(server: LiveServer) 
 
     thread = threading.Thread(target=checkpoint)
     thread.start()
-    wait_until(lambda: state_of(server, "r1") == "checkpointing", DETECT_BOUND,
-               "the checkpoint to start")
+    wait_until(
+        lambda: state_of(server, "r1") == "checkpointing", DETECT_BOUND, "the checkpoint to start"
+    )
     t0 = time.monotonic()
     assert api(server, "DELETE", "sessions/r1").status_code == 204
     print(f"\ndelete during a stuck checkpoint: {time.monotonic() - t0:.2f} s")
@@ -177,13 +192,17 @@ def test_server_stop_with_two_hung_kernels_is_bounded_and_loses_nothing(tmp_path
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
         for name in ("s1", "s2"):
-            wait_until(lambda n=name: state_of(server, n) == "unresponsive", DETECT_BOUND,
-                       f"{name} to show as unresponsive")
+            wait_until(
+                lambda n=name: state_of(server, n) == "unresponsive",
+                DETECT_BOUND,
+                f"{name} to show as unresponsive",
+            )
         t0 = time.monotonic()
         server.stop(kill_kernels=False)  # SIGTERM; killed only after its STOP_TIMEOUT
         took = time.monotonic() - t0
-        print(f"\nserver stop with 2 hung kernels: {took:.2f} s (exit code "
-              f"{server.proc.returncode})")
+        print(
+            f"\nserver stop with 2 hung kernels: {took:.2f} s (exit code {server.proc.returncode})"
+        )
         assert server.proc.returncode == 0
     finally:
         for pid in pids:
@@ -191,8 +210,11 @@ def test_server_stop_with_two_hung_kernels_is_bounded_and_loses_nothing(tmp_path
     again = LiveServer(tmp_path)  # the hung kernels were left running: re-adopted, intact
     try:
         for name in ("s1", "s2"):
-            wait_until(lambda n=name: state_of(again, n) == "idle", DETECT_BOUND,
-                       f"{name} re-adopted and answering")
+            wait_until(
+                lambda n=name: state_of(again, n) == "idle",
+                DETECT_BOUND,
+                f"{name} re-adopted and answering",
+            )
             assert value(again, name, "x") == "42"
     finally:
         again.stop()

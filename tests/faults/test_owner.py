@@ -53,8 +53,9 @@ def test_the_lock_has_one_holder_and_names_it(tmp_path: Path) -> None:
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         lock = OwnershipLock(tmp_path)
@@ -73,8 +74,13 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
 
 
 def kernel_call(server: LiveServer, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(method, server.url + path, timeout=60,
-                         headers={"Authorization": f"token {server.token}"}, **kwargs)
+    return httpx.request(
+        method,
+        server.url + path,
+        timeout=60,
+        headers={"Authorization": f"token {server.token}"},
+        **kwargs,
+    )
 
 
 def log_of(server: LiveServer) -> str:
@@ -117,8 +123,11 @@ def test_a_second_server_on_the_data_dir_touches_nothing_and_takes_over(tmp_path
         assert "this server manages none of them" in log_of(second)
         # each refusal is one info line, not an error line with a dump of the request headers
         assert "-> 503 not_owner" in log_of(second)
-        assert not [ln for ln in log_of(second).splitlines()
-                    if ln.startswith("[E") and "/api/kernel-sessions" in ln]
+        assert not [
+            ln
+            for ln in log_of(second).splitlines()
+            if ln.startswith("[E") and "/api/kernel-sessions" in ln
+        ]
 
         second.stop()  # refusing, it stops nothing of the owner's
         second = None
@@ -126,8 +135,12 @@ def test_a_second_server_on_the_data_dir_touches_nothing_and_takes_over(tmp_path
         assert x_of(first, "own") == "42"
         assert [r["pid"] for r in registry_rows(first.base)] == [kernel_pid]
 
-        second = LiveServer(tmp_path / "second", data=tmp_path / "first" / "data", owner=False,
-                            config={"KernelSessionsApp": {"owner_retry_interval": 0.2}})
+        second = LiveServer(
+            tmp_path / "second",
+            data=tmp_path / "first" / "data",
+            owner=False,
+            config={"KernelSessionsApp": {"owner_retry_interval": 0.2}},
+        )
         assert second.api("GET", "sessions").status_code == 503
         first.stop(kill_kernels=False)  # hibernates "own" and releases the data dir
 

@@ -45,8 +45,9 @@ def _check_after_storm(server: LiveServer, seconds: float) -> None:
     assert not [r for r in rows if r["state"] == "deleted"]
     # empty the pool: then every kernel process left must be a session's
     assert api(server, "PATCH", "pool", {"sizes": {"python3": 0}}).status_code == 200
-    wait_until(lambda: not orphan_kernels(server), SETTLE_TIMEOUT,
-               "no kernel process outside a session")
+    wait_until(
+        lambda: not orphan_kernels(server), SETTLE_TIMEOUT, "no kernel process outside a session"
+    )
     print(f"orphan kernels: {len(orphan_kernels(server))}; sessions left: {listed}")
     server.stop()
     again = LiveServer(server.base)  # restarts cleanly on the same data dir
@@ -103,8 +104,10 @@ def test_concurrent_creates_respect_max_kernels(tmp_path: Path) -> None:
             t.join(300)
         done.set()
         sampler.join()
-        print(f"\n{CONCURRENT_CREATES} concurrent creates, max_kernels={MAX_KERNELS}: "
-              f"statuses {sorted(statuses)}; peak kernel processes {peak[0]}")
+        print(
+            f"\n{CONCURRENT_CREATES} concurrent creates, max_kernels={MAX_KERNELS}: "
+            f"statuses {sorted(statuses)}; peak kernel processes {peak[0]}"
+        )
         assert len(statuses) == CONCURRENT_CREATES
         assert set(statuses) <= {201, 429}, statuses
         assert 1 <= statuses.count(201) <= MAX_KERNELS
@@ -112,8 +115,13 @@ def test_concurrent_creates_respect_max_kernels(tmp_path: Path) -> None:
         assert len(kernel_pids(server)) <= MAX_KERNELS
         with httpx.Client() as client:  # the sessions made are whole
             for s in api(server, "GET", "sessions", client=client).json():
-                r = api(server, "POST", f"sessions/{s['name']}/execute",
-                        {"code": "1", "timeout": 60}, client)
+                r = api(
+                    server,
+                    "POST",
+                    f"sessions/{s['name']}/execute",
+                    {"code": "1", "timeout": 60},
+                    client,
+                )
                 assert r.json()["status"] == "ok"
     finally:
         done.set()

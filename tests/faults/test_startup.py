@@ -8,8 +8,9 @@ import contextlib
 import json
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -32,8 +33,10 @@ HALF_DONE = {  # rows a crash leaves: finished (dropped) at start
 def plant(path: Path, template: dict[str, Any], name: str, **changes: Any) -> None:
     row = {**template, "name": name, **changes}
     conn = sqlite3.connect(path)
-    conn.execute(f"INSERT INTO sessions ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                 list(row.values()))
+    conn.execute(
+        f"INSERT INTO sessions ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+        list(row.values()),
+    )
     conn.commit()
     conn.close()
 
@@ -100,8 +103,9 @@ def read_only_mount(path: Path) -> Iterator[None]:
     except (OSError, subprocess.CalledProcessError) as e:
         pytest.skip(f"cannot bind-mount here: {e}")
     try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["mount", "-o", "remount,bind,ro", str(path)], check=True, capture_output=True
+        )
         yield
     finally:
         subprocess.run(["umount", str(path)], check=False, capture_output=True)

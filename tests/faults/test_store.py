@@ -9,9 +9,7 @@ without it they are skipped) and always unmount it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -19,8 +17,9 @@ import stat
 import subprocess
 import threading
 import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -32,7 +31,6 @@ from kernel_sessions.core.errors import (
     CheckpointStorageFull,
     CheckpointUnverifiable,
 )
-
 from tests.support.kernels import kernel_module, run, value, wait_for
 
 SPEC = "python3"
@@ -42,13 +40,18 @@ HANG_BOUND = 20.0  # seconds: a call still running after this is hung, not slow
 
 # -- helpers ---------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str = "2m") -> Iterator[Path]:
     """A small tmpfs mounted on ``path`` (0700) for the test's duration; skip if we cannot."""
     path.mkdir(parents=True, exist_ok=True)
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
-                               str(path)], capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         pytest.skip(f"cannot mount a tmpfs: {exc}")
     if done.returncode != 0:
@@ -140,9 +143,16 @@ class Liar:
 
 # -- 4: partial checkpoints, verification, choice ---------------------------------------------
 
+
 def test_objects_breaking_pickling_or_attribute_access_are_skipped_and_make_it_partial(store, snap):
-    ns = {"fine": {"a": 1}, "refuses": Refuses(), "cursed": Cursed(), "liar": Liar(),
-          "box": [Liar()], "lock": threading.Lock()}
+    ns = {
+        "fine": {"a": 1},
+        "refuses": Refuses(),
+        "cursed": Cursed(),
+        "liar": Liar(),
+        "box": [Liar()],
+        "lock": threading.Lock(),
+    }
     m = take(store, snap, "etl", ns)
     assert set(m["variables"]) == {"fine"}
     skipped = {s["name"]: s for s in m["skipped"]}
@@ -193,8 +203,10 @@ def test_choose_takes_the_newest_complete_checkpoint_that_verifies(store, snap):
     flip_last_byte(blob_file(store, c3, "a"))
     chosen, passed = store.choose("etl")
     assert chosen["id"] == c1["id"]
-    assert [(p["id"], p["reason"]) for p in passed] == [(c3["id"], "tampered"),
-                                                        (p2["id"], "partial")]
+    assert [(p["id"], p["reason"]) for p in passed] == [
+        (c3["id"], "tampered"),
+        (p2["id"], "partial"),
+    ]
     assert set(passed[1]["names"]) == {"a", "kept", "new", "bad"}
     # with no complete one left, the newest partial one that verifies is better than nothing
     store.delete("etl", c1["id"])
@@ -217,12 +229,14 @@ def test_partial_checkpoints_never_prune_the_newest_complete_one(store, snap):
 
 # -- 5: the key ------------------------------------------------------------------------------
 
+
 def _private(path: Path, mode: int) -> bool:
     return stat.S_IMODE(path.stat().st_mode) == mode
 
 
 def test_key_file_deleted_replaced_loosened_or_a_fifo_is_rewritten_from_memory(
-        store, snap, tmp_path, caplog):
+    store, snap, tmp_path, caplog
+):
     key = Path(store.root, "key")
     made = [take(store, snap, "etl", {"a": 0})]
     original = key.read_bytes()
@@ -246,8 +260,9 @@ def test_key_file_deleted_replaced_loosened_or_a_fifo_is_rewritten_from_memory(
     for i, damage in enumerate((damage_deleted, damage_replaced, damage_loosened, damage_fifo)):
         damage()
         caplog.clear()
-        made.append(bounded(lambda i=i: take(store, snap, "etl", {"a": i + 1}), "a checkpoint",
-                            [key]))
+        made.append(
+            bounded(lambda i=i: take(store, snap, "etl", {"a": i + 1}), "a checkpoint", [key])
+        )
         assert any("checkpoint key file" in r.getMessage() for r in caplog.records), damage
         assert key.read_bytes() == original and _private(key, 0o600)
         assert stat.S_ISREG(key.lstat().st_mode) and _private(Path(store.root), 0o700)
@@ -263,6 +278,7 @@ def test_key_file_deleted_replaced_loosened_or_a_fifo_is_rewritten_from_memory(
 
 # -- 9: FIFOs, devices, and deleted checkpoints put back --------------------------------------
 
+
 def _device(path: Path) -> bool:
     """A character device (/dev/zero's numbers) at ``path``; False where mknod is refused."""
     try:
@@ -274,7 +290,8 @@ def _device(path: Path) -> bool:
 
 @pytest.mark.parametrize("kind", ["fifo", "device"])
 def test_fifo_or_device_in_place_of_a_manifest_or_blob_is_refused_without_hanging(
-        store, snap, kind):
+    store, snap, kind
+):
     def plant(path: Path) -> None:
         path.unlink()
         if kind == "fifo":
@@ -291,19 +308,23 @@ def test_fifo_or_device_in_place_of_a_manifest_or_blob_is_refused_without_hangin
 
     listed = bounded(lambda: store.list("etl"), "a listing", planted)
     assert [(s["id"], s["valid"], s["reason"]) for s in listed] == [
-        (m2["id"], False, "corrupt"), (m1["id"], False, "tampered")]
+        (m2["id"], False, "corrupt"),
+        (m1["id"], False, "tampered"),
+    ]
     assert "regular file" in listed[0]["message"]
     with pytest.raises(CheckpointInvalid) as exc:
         bounded(lambda: store.read_manifest("etl", m2["id"]), "reading a manifest", planted)
     assert exc.value.reason == "corrupt"
     assert bounded(lambda: store.choose("etl"), "choosing", planted)[0] is None
     assert bounded(lambda: store.verify_blobs(m1), "verifying", planted) == [
-        m1["variables"]["a"]["blob"]]
+        m1["variables"]["a"]["blob"]
+    ]
     bounded(lambda: store.collect_garbage(now=1e12), "garbage collection", planted)
     # the kernel side refuses it as well, and binds nothing
     ns: dict = {}
-    out = bounded(lambda: snap.load_namespace(ns, store.blob_dir, m1["variables"]),
-                  "a restore", planted)
+    out = bounded(
+        lambda: snap.load_namespace(ns, store.blob_dir, m1["variables"]), "a restore", planted
+    )
     assert out["refused"] and ns == {} and out["failed"][0]["reason"] == "not a regular file"
     assert not snap.verify_blob(store.blob_dir, m1["variables"]["a"]["blob"])
     # a new dump of the same value replaces the planted file with the real blob
@@ -372,10 +393,12 @@ def test_deleted_checkpoints_copied_back_are_refused(store, snap, caplog):
 
 # -- real kernels ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 async def ks(tmp_path):
-    made = KernelSessionManager(data_dir=str(tmp_path / "data"), pool_sizes={"python3": 1},
-                                root_dir=str(tmp_path))
+    made = KernelSessionManager(
+        data_dir=str(tmp_path / "data"), pool_sizes={"python3": 1}, root_dir=str(tmp_path)
+    )
     made.checkpointing.auto_checkpoint = False
     await made.start()
     yield made
@@ -420,8 +443,7 @@ fine = {"still": "saved"}
 """
 
 
-async def test_disk_full_and_read_only_blobs_make_partial_checkpoints_that_never_win(
-        ks, tmp_path):
+async def test_disk_full_and_read_only_blobs_make_partial_checkpoints_that_never_win(ks, tmp_path):
     events: list[dict] = []
     ks.observe(events.append)
     store = ks.checkpointing.store
@@ -440,8 +462,11 @@ async def test_disk_full_and_read_only_blobs_make_partial_checkpoints_that_never
         listed = await ks.checkpoints("full")
         full_id = listed[0]["id"]
         assert listed[0]["valid"] and listed[0]["partial"] and listed[1]["id"] == good["id"]
-        [huge] = [s for s in (await ks.checkpointing.get("full", full_id))["skipped"]
-                  if s["name"] == "huge"]
+        [huge] = [
+            s
+            for s in (await ks.checkpointing.get("full", full_id))["skipped"]
+            if s["name"] == "huge"
+        ]
         assert huge["failed"] and huge["errno"] == "ENOSPC" and "/" not in huge["reason"]
 
         subprocess.run(["mount", "-o", "remount,ro", store.blob_dir], check=True, timeout=30)
@@ -459,11 +484,15 @@ async def test_disk_full_and_read_only_blobs_make_partial_checkpoints_that_never
         await wait_for(lambda: model.state == "idle" and "auto-restored" in model.reason, 60)
         assert good["id"] in model.reason and "passed over" in model.reason
         assert await values(ks, "full", ["x", "keep[-1]", "'huge' in globals()"]) == [
-            "complete", 99, False]
+            "complete",
+            99,
+            False,
+        ]
         [event] = [e for e in events if e.get("passed_over")][-1:]
         assert event["checkpoint"] == good["id"]
-        assert event["passed_over"] == [{"id": cid, "reason": "partial"}
-                                        for cid in (tried, ro["id"], full_id)]
+        assert event["passed_over"] == [
+            {"id": cid, "reason": "partial"} for cid in (tried, ro["id"], full_id)
+        ]
         assert "huge" in event["missing"]
 
 
@@ -483,7 +512,8 @@ async def test_broken_objects_are_skipped_and_the_rest_is_saved(ks):
 
 
 async def test_wake_falls_back_to_the_newest_checkpoint_that_verifies_then_says_empty(
-        ks, monkeypatch):
+    ks, monkeypatch
+):
     events: list[dict] = []
     ks.observe(events.append)
     store = ks.checkpointing.store
@@ -510,7 +540,9 @@ async def test_wake_falls_back_to_the_newest_checkpoint_that_verifies_then_says_
     monkeypatch.setattr(store, "choose", choose_missing_the_damage)
     await ks.attach("w")
     monkeypatch.undo()
-    assert model.state == "idle" and model.reason.startswith("woken: restored checkpoint " + c2["id"])
+    assert model.state == "idle" and model.reason.startswith(
+        "woken: restored checkpoint " + c2["id"]
+    )
     assert f"passed over {c3['id']} (tampered)" in model.reason
     assert "only_in_3" in model.reason  # named as not restored
     assert await values(ks, "w", ["x", "'only_in_3' in globals()"]) == [2, False]
@@ -534,7 +566,8 @@ async def test_wake_falls_back_to_the_newest_checkpoint_that_verifies_then_says_
 
 
 async def test_rest_storage_full_is_507_and_an_unverifiable_wake_is_an_error(
-        ks_api, jp_serverapp, ks_data_dir):
+    ks_api, jp_serverapp, ks_data_dir
+):
     blob_dir = Path(ks_data_dir) / "checkpoints" / "blobs"
     blob_dir.parent.mkdir(mode=0o700)
     with tmpfs(blob_dir):
@@ -542,8 +575,9 @@ async def test_rest_storage_full_is_507_and_an_unverifiable_wake_is_an_error(
         await ks_api("POST", "sessions/s/execute", {"code": "x = 42"})
         code, first, _ = await ks_api("POST", "sessions/s/checkpoints", {})
         assert code == 201, first
-        code, res, _ = await ks_api("POST", "sessions/s/execute",
-                                    {"code": "import os\nhuge = os.urandom(3 << 20)"})
+        code, res, _ = await ks_api(
+            "POST", "sessions/s/execute", {"code": "import os\nhuge = os.urandom(3 << 20)"}
+        )
         assert res["status"] == "ok", res
         code, err, _ = await ks_api("POST", "sessions/s/checkpoints", {})
         assert code == 507 and err["reason"] == "storage_full", err
@@ -581,8 +615,9 @@ async def test_purge_frees_the_blobs_only_its_checkpoints_used(ks):
             os.utime(os.path.join(root, f), (old, old))
 
     def blob_bytes() -> int:
-        return sum(os.path.getsize(os.path.join(r, f))
-                   for r, _, fs in os.walk(store.blob_dir) for f in fs)
+        return sum(
+            os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(store.blob_dir) for f in fs
+        )
 
     before = blob_bytes()
     await ks.delete("gone", purge=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -34,9 +34,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 def upload(server: LiveServer, path: str, token: str | None) -> str:
     """POST with a declared 400 MiB body: send the headers, then push body bytes until the
     server answers and closes (or ``SENT_PER_UPLOAD`` went out); the status line it sent."""
-    head = (f"POST /api/kernel-sessions/{path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {UPLOAD_BYTES}\r\n"
-            + (f"Authorization: token {token}\r\n" if token else "") + "\r\n")
+    head = (
+        f"POST /api/kernel-sessions/{path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {UPLOAD_BYTES}\r\n"
+        + (f"Authorization: token {token}\r\n" if token else "")
+        + "\r\n"
+    )
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
         sock.sendall(head.encode())
         chunk, sent = b"x" * (1 << 20), 0
@@ -66,8 +69,10 @@ def test_large_uploads_are_refused_before_they_are_read(live: LiveServer) -> Non
     statuses = [upload(live, "sessions", None) for _ in range(UPLOADS)]
     statuses.append(upload(live, "sessions", live.token))  # authenticated, over the limit
     grown = proc.memory_info().rss - before
-    print(f"\n{UPLOADS} x {UPLOAD_BYTES >> 20} MiB unauthenticated POSTs + 1 authenticated: "
-          f"{statuses}; server RSS grew {grown / (1 << 20):.1f} MiB")
+    print(
+        f"\n{UPLOADS} x {UPLOAD_BYTES >> 20} MiB unauthenticated POSTs + 1 authenticated: "
+        f"{statuses}; server RSS grew {grown / (1 << 20):.1f} MiB"
+    )
     assert all(" 403 " in s for s in statuses[:UPLOADS]), statuses
     assert " 413 " in statuses[-1], statuses
     assert grown < RSS_GROWTH_LIMIT

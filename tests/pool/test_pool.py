@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from kernel_sessions import KernelLimitError, PooledMultiKernelManager
-
 from tests.support.kernels import run, started_client, value, wait_for
 
 
@@ -71,8 +70,11 @@ async def test_handout_fixes_cwd_env_and_leaves_no_trace(mkm, tmp_path):
         assert await value(kc, "len(Out)") == 0
         assert await value(kc, "In[:2]") == ["", "import os, sys\nprint(os.getcwd())"]
         # a notebook kernel (not independent) must die with its server: it got a parent poller
-        assert await value(kc, "any(t.name == 'kernel-sessions-parent-poller' "
-                               "for t in __import__('threading').enumerate())")
+        assert await value(
+            kc,
+            "any(t.name == 'kernel-sessions-parent-poller' "
+            "for t in __import__('threading').enumerate())",
+        )
     finally:
         kc.stop_channels()
 
@@ -94,8 +96,11 @@ async def test_independent_handout_has_no_parent_poller(mkm):
     kid = await mkm.start_kernel(kernel_name="python3", independent=True)
     kc = started_client(mkm.get_kernel(kid))
     try:
-        assert not await value(kc, "any(t.name == 'kernel-sessions-parent-poller' "
-                                   "for t in __import__('threading').enumerate())")
+        assert not await value(
+            kc,
+            "any(t.name == 'kernel-sessions-parent-poller' "
+            "for t in __import__('threading').enumerate())",
+        )
         assert await value(kc, "'JPY_PARENT_PID' in __import__('os').environ") is False
     finally:
         kc.stop_channels()
@@ -201,7 +206,8 @@ async def test_spares_die_with_their_manager_but_session_kernels_do_not(tmp_path
     import textwrap
 
     script = tmp_path / "holder.py"
-    script.write_text(textwrap.dedent('''
+    script.write_text(
+        textwrap.dedent("""
         import asyncio, sys
         from kernel_sessions import PooledMultiKernelManager
 
@@ -228,10 +234,14 @@ async def test_spares_die_with_their_manager_but_session_kernels_do_not(tmp_path
             await asyncio.sleep(3600)
 
         asyncio.run(main())
-    '''))
+    """)
+    )
     log = tmp_path / "pids.txt"
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(log)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), str(log)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         await wait_for(lambda: log.exists() or proc.poll() is not None, 60)
         pids = [int(p) for p in log.read_text().split()]

@@ -17,9 +17,8 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from kernel_sessions.client import connect
-
-from tests.support.cli_server import LiveServer, run_cli
 from tests.support import REPO
+from tests.support.cli_server import LiveServer, run_cli
 
 NOTEBOOK = REPO / "notebooks" / "sessions" / "session-demo.ipynb"
 
@@ -102,7 +101,9 @@ def test_kernel_manager_attaches_and_only_detaches(server: LiveServer) -> None:
             kc.wait_for_ready(timeout=30)
             s = session(server, "etl")
             assert (s["kernel"]["id"], s["restarts"]) == (kid, 1)
-            assert kc.execute_interactive("'x' in globals()", timeout=30)["content"]["status"] == "ok"
+            assert (
+                kc.execute_interactive("'x' in globals()", timeout=30)["content"]["status"] == "ok"
+            )
             assert value(server, "etl", "'x' in globals()") == "False"
 
             # the session ending under it is noticed (poll asks the server)

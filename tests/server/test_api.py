@@ -19,10 +19,10 @@ from jupyter_server.utils import url_path_join
 from openapi_spec_validator import validate as validate_openapi
 from traitlets.utils.importstring import import_item
 
-from kernel_sessions.server.extension import KERNEL_MANAGER_CLASS
 from kernel_sessions.core.manager import KernelSessionManager
-from kernel_sessions.server.nodelay import NoDelayWebsocketConnection
 from kernel_sessions.pool.managers import PoolMixin
+from kernel_sessions.server.extension import KERNEL_MANAGER_CLASS
+from kernel_sessions.server.nodelay import NoDelayWebsocketConnection
 
 WS_ROUND_TRIPS = 20
 WS_MEDIAN_LIMIT_MS = 25.0  # stock (Nagle + delayed ACK) is >= 40 ms; with NODELAY ~3 ms
@@ -39,7 +39,9 @@ def texts(result: dict, output_type: str = "stream") -> str:
     return "".join(o.get("text", "") for o in result["outputs"] if o["output_type"] == output_type)
 
 
-async def test_lifecycle_create_get_list_rename_tags_notebooks_delete(ks_api, jp_fetch, jp_serverapp):
+async def test_lifecycle_create_get_list_rename_tags_notebooks_delete(
+    ks_api, jp_fetch, jp_serverapp
+):
     ks = jp_serverapp.web_app.settings["kernel_sessions"]
     assert isinstance(ks, KernelSessionManager)
     assert isinstance(jp_serverapp.kernel_manager, import_item(KERNEL_MANAGER_CLASS))
@@ -49,11 +51,13 @@ async def test_lifecycle_create_get_list_rename_tags_notebooks_delete(ks_api, jp
     assert code == 200 and resp.headers["Content-Type"].startswith("text/x-yaml")
     validate_openapi(yaml.safe_load(resp.body))
 
-    code, s, resp = await ks_api("POST", "sessions",
-                                 {"name": "etl", "ttl": 3600, "tags": {"team": "data"}})
+    code, s, resp = await ks_api(
+        "POST", "sessions", {"name": "etl", "ttl": 3600, "tags": {"team": "data"}}
+    )
     assert code == 201, s
-    assert resp.headers["Location"] == url_path_join(jp_serverapp.base_url,
-                                                     "api/kernel-sessions/sessions/etl")
+    assert resp.headers["Location"] == url_path_join(
+        jp_serverapp.base_url, "api/kernel-sessions/sessions/etl"
+    )
     assert resp.headers["Location"].startswith("/a%40b/")
     assert (s["name"], s["state"], s["ttl"], s["tags"]) == ("etl", "idle", 3600, {"team": "data"})
     assert s["kernel"]["name"] == "python3" and s["memory_rss"] > 10 * 2**20
@@ -64,12 +68,19 @@ async def test_lifecycle_create_get_list_rename_tags_notebooks_delete(ks_api, jp
     assert code == 200 and [x["name"] for x in listed] == ["etl"]
 
     # a notebook attached to the session's kernel shows up on the session
-    r = await jp_fetch("api", "sessions", method="POST", body=json.dumps(
-        {"path": "work/a.ipynb", "type": "notebook", "name": "a.ipynb", "kernel": {"id": kid}}))
+    r = await jp_fetch(
+        "api",
+        "sessions",
+        method="POST",
+        body=json.dumps(
+            {"path": "work/a.ipynb", "type": "notebook", "name": "a.ipynb", "kernel": {"id": kid}}
+        ),
+    )
     assert json.loads(r.body)["kernel"]["id"] == kid
 
-    code, s, _ = await ks_api("PATCH", "sessions/etl",
-                              {"name": "etl-2", "ttl": None, "tags": {"v": "2"}})
+    code, s, _ = await ks_api(
+        "PATCH", "sessions/etl", {"name": "etl-2", "ttl": None, "tags": {"v": "2"}}
+    )
     assert code == 200 and (s["name"], s["ttl"], s["tags"]) == ("etl-2", None, {"v": "2"})
     assert s["kernel"]["id"] == kid
     assert [(n["path"], n["type"]) for n in s["notebooks"]] == [("work/a.ipynb", "notebook")]
@@ -97,33 +108,49 @@ async def test_execute_restart_interrupt_timeout(ks_api):
     assert code == 201
     kid = s["kernel"]["id"]
 
-    code, r, _ = await ks_api("POST", "sessions/calc/execute", {"code": (
-        "import sys\nfrom IPython.display import display, HTML\nx = 41\nprint('hi')\n"
-        "print('oops', file=sys.stderr)\ndisplay(HTML('<b>b</b>'))\nx + 1")})
+    code, r, _ = await ks_api(
+        "POST",
+        "sessions/calc/execute",
+        {
+            "code": (
+                "import sys\nfrom IPython.display import display, HTML\nx = 41\nprint('hi')\n"
+                "print('oops', file=sys.stderr)\ndisplay(HTML('<b>b</b>'))\nx + 1"
+            )
+        },
+    )
     assert code == 200 and (r["status"], r["execution_count"], r["truncated"]) == ("ok", 1, False)
     kinds = [(o["output_type"], o.get("name")) for o in r["outputs"]]
     # ipykernel flushes stdout and stderr separately: their order is the kernel's choice
     assert sorted(kinds[:2]) == [("stream", "stderr"), ("stream", "stdout")]
     assert kinds[2:] == [("display_data", None), ("execute_result", None)]
-    assert {o["name"]: o["text"] for o in r["outputs"][:2]} == {"stdout": "hi\n", "stderr": "oops\n"}
+    assert {o["name"]: o["text"] for o in r["outputs"][:2]} == {
+        "stdout": "hi\n",
+        "stderr": "oops\n",
+    }
     assert r["outputs"][2]["data"]["text/html"] == "<b>b</b>"
     assert r["outputs"][3]["data"]["text/plain"] == "42"
 
     code, r, _ = await ks_api("POST", "sessions/calc/execute", {"code": "1/0"})
     assert code == 200 and r["status"] == "error"
-    assert [o["ename"] for o in r["outputs"] if o["output_type"] == "error"] == ["ZeroDivisionError"]
+    assert [o["ename"] for o in r["outputs"] if o["output_type"] == "error"] == [
+        "ZeroDivisionError"
+    ]
 
     # a timeout interrupts the cell and answers with what was printed so far
     t0 = time.monotonic()
-    code, r, _ = await ks_api("POST", "sessions/calc/execute", {
-        "code": "import time\nprint('started', flush=True)\ntime.sleep(60)", "timeout": 1})
+    code, r, _ = await ks_api(
+        "POST",
+        "sessions/calc/execute",
+        {"code": "import time\nprint('started', flush=True)\ntime.sleep(60)", "timeout": 1},
+    )
     assert code == 200 and r["status"] == "timeout" and time.monotonic() - t0 < 10
     assert texts(r) == "started\n"
     assert any(o.get("ename") == "KeyboardInterrupt" for o in r["outputs"])
 
     # an explicit interrupt stops a running cell; the namespace survives
-    running = asyncio.ensure_future(ks_api("POST", "sessions/calc/execute",
-                                           {"code": "time.sleep(60)", "timeout": 30}))
+    running = asyncio.ensure_future(
+        ks_api("POST", "sessions/calc/execute", {"code": "time.sleep(60)", "timeout": 30})
+    )
     await asyncio.sleep(1.0)
     code, s, _ = await ks_api("POST", "sessions/calc/interrupt")
     assert code == 200 and s["name"] == "calc"
@@ -167,14 +194,25 @@ async def test_pool_stats_and_live_resize(ks_api, jp_serverapp):
     assert code == 200 and pool["pools"]["python3"]["target"] == 1 and pool["max_kernels"] is None
 
     code, pool, _ = await ks_api("PATCH", "pool", {"sizes": {"python3": 2}})
-    assert code == 200 and pool["pools"]["python3"]["target"] == 2 and km.pool_sizes == {"python3": 2}
+    assert (
+        code == 200 and pool["pools"]["python3"]["target"] == 2 and km.pool_sizes == {"python3": 2}
+    )
 
     async def ready(n: int) -> bool:
         return (await ks_api("GET", "pool"))[1]["pools"]["python3"]["ready"] == n
 
     await wait_until(lambda: ready(2), 60)
-    for bad in ({"python3": -1}, {"python3": 33}, {"python3": "2"}, {"python3": True},
-                {"python3": 1.5}, {"nope": 1}, {"session.x": 1}, [], None):
+    for bad in (
+        {"python3": -1},
+        {"python3": 33},
+        {"python3": "2"},
+        {"python3": True},
+        {"python3": 1.5},
+        {"nope": 1},
+        {"session.x": 1},
+        [],
+        None,
+    ):
         code, err, _ = await ks_api("PATCH", "pool", {"sizes": bad})
         assert code == 400, bad
     assert km.pool_sizes == {"python3": 2}
@@ -184,8 +222,9 @@ async def test_pool_stats_and_live_resize(ks_api, jp_serverapp):
 
 
 async def test_fifty_concurrent_creates_of_one_name_make_one_session(ks_api, jp_fetch):
-    results = await asyncio.gather(*(ks_api("POST", "sessions", {"name": "race"})
-                                     for _ in range(50)))
+    results = await asyncio.gather(
+        *(ks_api("POST", "sessions", {"name": "race"}) for _ in range(50))
+    )
     codes = sorted(code for code, _, _ in results)
     assert codes == [201] + [409] * 49
     assert {body["reason"] for code, body, _ in results if code == 409} == {"exists"}
@@ -201,7 +240,10 @@ async def test_events_stream_and_metrics(ks_api, jp_fetch, jp_ws_fetch):
     deadline = time.monotonic() + 20
     while ("session_state", "idle") not in seen or not any(k == "pool" for k, _ in seen):
         msg = json.loads(await asyncio.wait_for(ws.read_message(), deadline - time.monotonic()))
-        if msg["schema_id"].endswith("kernel_sessions/session_state/v1") and msg["name"] == "watched":
+        if (
+            msg["schema_id"].endswith("kernel_sessions/session_state/v1")
+            and msg["name"] == "watched"
+        ):
             seen.append(("session_state", msg["to"]))
         elif msg["schema_id"].endswith("kernel_sessions/pool/v1"):
             seen.append(("pool", msg["kind"]))
@@ -218,8 +260,11 @@ async def test_events_stream_and_metrics(ks_api, jp_fetch, jp_ws_fetch):
     misses = [ln for ln in text.splitlines() if ln.startswith("kernel_sessions_pool_misses_total")]
     assert hits and misses
     assert sum(float(ln.split()[-1]) for ln in hits + misses) >= 1
-    count = [ln for ln in text.splitlines()
-             if ln.startswith('kernel_sessions_create_seconds_count{kernel_name="python3"}')]
+    count = [
+        ln
+        for ln in text.splitlines()
+        if ln.startswith('kernel_sessions_create_seconds_count{kernel_name="python3"}')
+    ]
     assert count and float(count[0].split()[-1]) >= 1
 
 
@@ -232,15 +277,19 @@ async def test_kernel_websocket_round_trip_has_no_nagle_delay(ks_api, jp_ws_fetc
     session = Session(key=b"", username="t")
     times = []
     for i in range(WS_ROUND_TRIPS + 2):
-        msg = session.msg("execute_request", {"code": f"{i}", "silent": False,
-                                              "store_history": False, "allow_stdin": False})
+        msg = session.msg(
+            "execute_request",
+            {"code": f"{i}", "silent": False, "store_history": False, "allow_stdin": False},
+        )
         msg["channel"] = "shell"
         t0 = time.perf_counter()
         await ws.write_message(json.dumps(msg, default=str))
         while True:
             reply = json.loads(await asyncio.wait_for(ws.read_message(), 30))
-            if (reply["msg_type"] == "execute_reply"
-                    and reply["parent_header"]["msg_id"] == msg["header"]["msg_id"]):
+            if (
+                reply["msg_type"] == "execute_reply"
+                and reply["parent_header"]["msg_id"] == msg["header"]["msg_id"]
+            ):
                 break
         times.append((time.perf_counter() - t0) * 1000)
     ws.close()

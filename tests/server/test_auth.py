@@ -54,9 +54,12 @@ def jp_server_config(request: Any, ks_data_dir: Any) -> Config:
 
 
 @pytest.mark.filterwarnings("error::jupyter_server.utils.JupyterServerAuthWarning")
-@pytest.mark.parametrize("jp_server_config", [{"allow_unauthenticated_access": False},
-                                              {"allow_unauthenticated_access": True}],
-                         indirect=True, ids=["auth-required", "unauth-allowed"])
+@pytest.mark.parametrize(
+    "jp_server_config",
+    [{"allow_unauthenticated_access": False}, {"allow_unauthenticated_access": True}],
+    indirect=True,
+    ids=["auth-required", "unauth-allowed"],
+)
 async def test_every_route_needs_authentication(ks_api, jp_serverapp):
     assert (await ks_api("POST", "sessions", {"name": "m"}))[0] == 201
     anonymous = {"Authorization": "token not-the-token"}
@@ -67,8 +70,9 @@ async def test_every_route_needs_authentication(ks_api, jp_serverapp):
     assert code == 200 and [s["name"] for s in listed] == ["m"]
 
 
-@pytest.mark.parametrize("jp_server_config", [{"authorizer_class": DenyOneAuthorizer}],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "jp_server_config", [{"authorizer_class": DenyOneAuthorizer}], indirect=True
+)
 async def test_authorizer_matrix(ks_api, jp_serverapp):
     authz = jp_serverapp.authorizer
     assert isinstance(authz, DenyOneAuthorizer)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 async def test_checkpoints_rest(ks_api, jp_serverapp, ks_data_dir):
     assert (await ks_api("POST", "sessions", {"name": "c"}))[0] == 201
-    code, res, _ = await ks_api("POST", "sessions/c/execute",
-                                {"code": "x = 41 + 1\ngen = (i for i in range(2))"})
+    code, res, _ = await ks_api(
+        "POST", "sessions/c/execute", {"code": "x = 41 + 1\ngen = (i for i in range(2))"}
+    )
     assert code == 200 and res["status"] == "ok", res
 
     code, ckpt, _ = await ks_api("POST", "sessions/c/checkpoints", {"label": "answer"})
@@ -35,8 +36,7 @@ async def test_checkpoints_rest(ks_api, jp_serverapp, ks_data_dir):
     assert res["value"] == 42
 
     # fork, two ways
-    code, report, _ = await ks_api("POST", f"sessions/c/checkpoints/{cid}/restore",
-                                   {"into": "c2"})
+    code, report, _ = await ks_api("POST", f"sessions/c/checkpoints/{cid}/restore", {"into": "c2"})
     assert code == 200 and report["session"]["name"] == "c2", report
     code, forked, _ = await ks_api("POST", "sessions", {"name": "c3", "from": {"session": "c"}})
     assert code == 201 and forked["name"] == "c3", forked
@@ -50,11 +50,20 @@ async def test_checkpoints_rest(ks_api, jp_serverapp, ks_data_dir):
     code, err, _ = await ks_api("GET", "sessions/c/checkpoints/not-an-id")
     assert code == 400 and err["reason"] == "invalid_checkpoint_id"
     assert (await ks_api("GET", "sessions/nope/checkpoints"))[0] == 404
-    for body in ({"label": 5}, {"variables": "x"}, {"variables": ["__import__('os')"]},
-                 {"timeout": -1}, {"what": 1}, [], 7):
+    for body in (
+        {"label": 5},
+        {"variables": "x"},
+        {"variables": ["__import__('os')"]},
+        {"timeout": -1},
+        {"what": 1},
+        [],
+        7,
+    ):
         code, err, _ = await ks_api("POST", "sessions/c/checkpoints", body)
         assert code == 400 and err["message"], (body, err)
-    code, err, _ = await ks_api("POST", f"sessions/c/checkpoints/{cid}/restore", {"into": "Bad Name"})
+    code, err, _ = await ks_api(
+        "POST", f"sessions/c/checkpoints/{cid}/restore", {"into": "Bad Name"}
+    )
     assert code == 400 and "must match" in err["message"]
     code, err, _ = await ks_api("POST", f"sessions/c/checkpoints/{cid}/restore", {"into": "c2"})
     assert code == 409 and err["reason"] == "exists"

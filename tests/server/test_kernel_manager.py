@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from kernel_sessions.server.kernelspecs import SessionKernelSpecManager
 from kernel_sessions.server.kernel_manager import SessionMappingKernelManager
+from kernel_sessions.server.kernelspecs import SessionKernelSpecManager
 from kernel_sessions.server.session_rows import ROW_TYPE
-
 from tests.support.kernels import value
 
 WS_TIMEOUT = 30.0
@@ -27,9 +26,11 @@ WS_TIMEOUT = 30.0
 def jp_server_config(jp_server_config: Any) -> Any:
     """conftest's server, with the session-aware kernel and kernelspec managers."""
     jp_server_config.ServerApp.kernel_manager_class = (
-        "kernel_sessions.server.kernel_manager.SessionMappingKernelManager")
+        "kernel_sessions.server.kernel_manager.SessionMappingKernelManager"
+    )
     jp_server_config.ServerApp.kernel_spec_manager_class = (
-        "kernel_sessions.server.kernelspecs.SessionKernelSpecManager")
+        "kernel_sessions.server.kernelspecs.SessionKernelSpecManager"
+    )
     return jp_server_config
 
 
@@ -39,7 +40,9 @@ async def ks(jp_serverapp: Any) -> Any:
     return await jp_serverapp.web_app.settings["kernel_sessions_app"].ensure_started()
 
 
-async def call(jp_fetch: Any, *parts: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
+async def call(
+    jp_fetch: Any, *parts: str, method: str = "GET", body: Any = None
+) -> tuple[int, Any]:
     """(status, decoded JSON body or None), without raising on 4xx/5xx."""
     kwargs: dict[str, Any] = {"method": method, "raise_error": False}
     if body is not None:
@@ -51,8 +54,13 @@ async def call(jp_fetch: Any, *parts: str, method: str = "GET", body: Any = None
 
 
 async def new_notebook(jp_fetch: Any, path: str, kernel_name: str) -> dict:
-    code, model = await call(jp_fetch, "api", "sessions", method="POST", body={
-        "path": path, "name": path, "type": "notebook", "kernel": {"name": kernel_name}})
+    code, model = await call(
+        jp_fetch,
+        "api",
+        "sessions",
+        method="POST",
+        body={"path": path, "name": path, "type": "notebook", "kernel": {"name": kernel_name}},
+    )
     assert code == 201, model
     return model
 
@@ -66,16 +74,32 @@ async def picker_rows(jp_fetch: Any) -> list[dict]:
 async def ws_execute(ws: Any, code: str, expressions: dict[str, str] | None = None) -> dict:
     """Run ``code`` over a kernel websocket (jupyter_server's JSON protocol); the reply content."""
     msg_id = uuid.uuid4().hex
-    ws.write_message(json.dumps({
-        "channel": "shell",
-        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
-                   "session": uuid.uuid4().hex, "version": "5.3",
-                   "date": datetime.now(timezone.utc).isoformat()},
-        "parent_header": {}, "metadata": {}, "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": True,
-                    "user_expressions": expressions or {}, "allow_stdin": False,
-                    "stop_on_error": True},
-    }))
+    ws.write_message(
+        json.dumps(
+            {
+                "channel": "shell",
+                "header": {
+                    "msg_id": msg_id,
+                    "msg_type": "execute_request",
+                    "username": "test",
+                    "session": uuid.uuid4().hex,
+                    "version": "5.3",
+                    "date": datetime.now(timezone.utc).isoformat(),
+                },
+                "parent_header": {},
+                "metadata": {},
+                "buffers": [],
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": True,
+                    "user_expressions": expressions or {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            }
+        )
+    )
     while True:
         msg = json.loads(await asyncio.wait_for(ws.read_message(), WS_TIMEOUT))
         if msg["channel"] == "shell" and msg["parent_header"].get("msg_id") == msg_id:
@@ -103,7 +127,10 @@ async def test_a_session_is_a_shared_kernel_notebooks_attach_to_by_name(
     spec = specs["kernelspecs"]["session.etl"]
     assert spec["spec"]["display_name"] == "etl (session)"
     assert spec["spec"]["language"] == "python"
-    assert spec["spec"]["metadata"]["kernel_sessions"] == {"session": "etl", "kernel_name": "python3"}
+    assert spec["spec"]["metadata"]["kernel_sessions"] == {
+        "session": "etl",
+        "kernel_name": "python3",
+    }
     assert "kernelspecs/session.etl/logo-64x64.png" in spec["resources"]["logo-64x64"]
     assert (await jp_fetch("kernelspecs", "session.etl", "logo-64x64.png")).code == 200
 
@@ -115,8 +142,9 @@ async def test_a_session_is_a_shared_kernel_notebooks_attach_to_by_name(
     assert [s.name for s in await ks.list()] == ["etl"]
 
     # one namespace: set through a notebook's websocket, seen by a client, and back
-    ws = await jp_ws_fetch("api", "kernels", kid, "channels",
-                           params={"session_id": uuid.uuid4().hex})
+    ws = await jp_ws_fetch(
+        "api", "kernels", kid, "channels", params={"session_id": uuid.uuid4().hex}
+    )
     kc = ks.client("etl")
     try:
         assert (await ws_execute(ws, "x = 41"))["status"] == "ok"
@@ -131,11 +159,14 @@ async def test_a_session_is_a_shared_kernel_notebooks_attach_to_by_name(
     # the picker row: a jupyter_server session named after the session
     rows = await picker_rows(jp_fetch)
     assert [(r["name"], r["path"], r["kernel"]["id"]) for r in rows] == [
-        ("etl", ".kernel-sessions/etl", kid)]
+        ("etl", ".kernel-sessions/etl", kid)
+    ]
 
     # closing a notebook, or shutting its kernel down, only detaches
     assert (await call(jp_fetch, "api", "sessions", a["id"], method="DELETE"))[0] == 204
-    assert (await new_notebook(jp_fetch, "a.ipynb", "session.etl"))["kernel"]["id"] == kid  # reopened
+    assert (await new_notebook(jp_fetch, "a.ipynb", "session.etl"))["kernel"][
+        "id"
+    ] == kid  # reopened
     assert (await call(jp_fetch, "api", "kernels", kid, method="DELETE"))[0] == 204
     assert kid in km and (await ks.get("etl")).state == "idle"
     assert (await call(jp_fetch, "api", "kernels", kid))[0] == 200
@@ -176,7 +207,8 @@ async def test_a_session_is_a_shared_kernel_notebooks_attach_to_by_name(
     assert k["name"] == "session.etl2"
     rows = await picker_rows(jp_fetch)
     assert [(r["name"], r["path"], r["kernel"]["id"]) for r in rows] == [
-        ("etl2", ".kernel-sessions/etl2", kid)]
+        ("etl2", ".kernel-sessions/etl2", kid)
+    ]
     code, specs = await call(jp_fetch, "api", "kernelspecs")
     assert sorted(n for n in specs["kernelspecs"] if n.startswith("session.")) == ["session.etl2"]
 
@@ -195,8 +227,10 @@ async def test_bad_names_are_400s_and_concurrent_attaches_create_one_session(
     km = jp_serverapp.kernel_manager
 
     for parts, body in [
-        (("api", "sessions"), {"path": "x.ipynb", "type": "notebook",
-                               "kernel": {"name": "session.Bad/.."}}),
+        (
+            ("api", "sessions"),
+            {"path": "x.ipynb", "type": "notebook", "kernel": {"name": "session.Bad/.."}},
+        ),
         (("api", "kernels"), {"name": "session.Bad/.."}),
         (("api", "kernels"), {"name": "session."}),
         (("api", "sessions"), ["not", "an", "object"]),
@@ -204,8 +238,13 @@ async def test_bad_names_are_400s_and_concurrent_attaches_create_one_session(
         code, err = await call(jp_fetch, *parts, method="POST", body=body)
         assert code == 400, (parts, body, code, err)
         assert err["message"] and "reason" in err
-    code, err = await call(jp_fetch, "api", "sessions", method="POST", body={
-        "path": "x.ipynb", "type": "notebook", "kernel": {"name": "session.Bad"}})
+    code, err = await call(
+        jp_fetch,
+        "api",
+        "sessions",
+        method="POST",
+        body={"path": "x.ipynb", "type": "notebook", "kernel": {"name": "session.Bad"}},
+    )
     assert code == 400 and "must match" in err["message"] and err["reason"] == "invalid_name"
     assert (await call(jp_fetch, "api", "kernelspecs", "session.Bad"))[0] == 404
     assert (await call(jp_fetch, "api", "kernelspecs", "session.nope"))[0] == 404
@@ -227,11 +266,18 @@ async def test_bad_names_are_400s_and_concurrent_attaches_create_one_session(
 
     # switching a notebook to another session: bad names are 400s; the old session survives
     sid = results[0]["id"]
-    code, err = await call(jp_fetch, "api", "sessions", sid, method="PATCH",
-                           body={"kernel": {"name": "session.Bad/.."}})
+    code, err = await call(
+        jp_fetch,
+        "api",
+        "sessions",
+        sid,
+        method="PATCH",
+        body={"kernel": {"name": "session.Bad/.."}},
+    )
     assert code == 400 and err["reason"] == "invalid_name"
-    code, model = await call(jp_fetch, "api", "sessions", sid, method="PATCH",
-                             body={"kernel": {"name": "session.other"}})
+    code, model = await call(
+        jp_fetch, "api", "sessions", sid, method="PATCH", body={"kernel": {"name": "session.other"}}
+    )
     assert code == 200 and model["kernel"]["id"] == ks.kernel_id("other") != kid
     assert model["kernel"]["name"] == "session.other"
     assert kid in km and (await ks.get("conc")).state == "idle"
@@ -261,8 +307,16 @@ async def test_a_notebook_saved_before_a_rename_finds_the_renamed_session(
 async def test_auto_sessions_stay_out_of_the_launcher(jp_fetch: Any, ks: Any) -> None:
     """A leased session (a script's ``connect()``) is not listed as a kernelspec, but its spec
     still resolves by name."""
-    code, _ = await call(jp_fetch, "api", "kernel-sessions", "sessions", "auto-h-1-2", "lease",
-                         method="POST", body={"owner": "h:1"})
+    code, _ = await call(
+        jp_fetch,
+        "api",
+        "kernel-sessions",
+        "sessions",
+        "auto-h-1-2",
+        "lease",
+        method="POST",
+        body={"owner": "h:1"},
+    )
     assert code in (200, 201)
     await ks.create("named")
     code, specs = await call(jp_fetch, "api", "kernelspecs")

@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import nbformat
 import pytest
@@ -56,13 +56,15 @@ def notebook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSer
 
 
 @pytest.mark.parametrize("stem", sorted(SERVER_NOTEBOOKS))
-async def test_server_notebook_runs(stem: str, notebook_server: LabServer, tmp_path: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_server_notebook_runs(
+    stem: str, notebook_server: LabServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("JUPYTER_KERNEL_SESSIONS_URL", notebook_server.url)
     monkeypatch.setenv("JUPYTER_TOKEN", notebook_server.token)
     nb = nbformat.read(NOTEBOOK_DIR / f"{stem}.ipynb", as_version=4)
-    client = NotebookClient(nb, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     await client.async_execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     errors = [o for o in outputs if o.output_type == "error"]
@@ -77,8 +79,9 @@ async def test_server_notebook_runs(stem: str, notebook_server: LabServer, tmp_p
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 async def test_notebook_runs(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     await client.async_execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
 from tests.support import REPO
 
 SERVER_START_TIMEOUT = 90.0  # seconds (imports plus the first spare on a loaded 2-core box)
@@ -38,15 +39,30 @@ class Server:
     def __init__(self, base: Path) -> None:
         self.port = free_port()
         self.log = open(base / f"server-{self.port}.log", "w")  # noqa: SIM115
-        env = {**os.environ, "JUPYTER_DATA_DIR": str(base / "data"),
-               "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
-               "JUPYTER_CONFIG_DIR": str(base / "config"),
-               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "JUPYTER_DATA_DIR": str(base / "data"),
+            "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+            "JUPYTER_CONFIG_DIR": str(base / "config"),
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
-             "--ServerApp.ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
-             f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={base / 'root'}"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=base / "root",
+            [
+                sys.executable,
+                "-m",
+                "jupyter_server",
+                "--allow-root",
+                "--no-browser",
+                "--ServerApp.ip=127.0.0.1",
+                f"--port={self.port}",
+                "--ServerApp.port_retries=0",
+                f"--ServerApp.token={TOKEN}",
+                f"--ServerApp.root_dir={base / 'root'}",
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=base / "root",
         )
         self.kids: set[int] = set()
         deadline = time.monotonic() + SERVER_START_TIMEOUT
@@ -65,9 +81,15 @@ class Server:
         return Path(self.log.name).read_text()[-4000:]
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data,
-                                     method=method, headers={"Authorization": f"token {TOKEN}"})
+        data = (
+            json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        )
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {TOKEN}"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 raw = resp.read()
@@ -76,8 +98,9 @@ class Server:
             return e.code, json.loads(e.read() or b"null")
 
     def execute(self, name: str, code: str) -> dict:
-        status, result = self.call("POST", f"/api/kernel-sessions/sessions/{name}/execute",
-                                   {"code": code})
+        status, result = self.call(
+            "POST", f"/api/kernel-sessions/sessions/{name}/execute", {"code": code}
+        )
         assert status == 200 and result["status"] == "ok", (status, result)
         return result
 
@@ -150,7 +173,8 @@ def test_session_survives_sigterm_and_sigkill_of_the_server(tmp_path: Path) -> N
         second = fleet.start()
         status, listed = second.call("GET", "/api/kernel-sessions/sessions")
         assert status == 200 and [(x["name"], x["state"], x["kernel"]["id"]) for x in listed] == [
-            ("keep", "idle", kid)], listed
+            ("keep", "idle", kid)
+        ], listed
         assert value_of_x(second, "keep") == "42"
         status, kernels = second.call("GET", "/api/kernels")  # the stock API still works
         assert status == 200 and kid in [k["id"] for k in kernels], kernels
@@ -163,13 +187,17 @@ def test_session_survives_sigterm_and_sigkill_of_the_server(tmp_path: Path) -> N
         status, _ = third.call("DELETE", "/api/kernel-sessions/sessions/keep")
         assert status == 204
         third.stop(signal.SIGTERM)
-        assert not psutil.pid_exists(session_pid) or \
-            psutil.Process(session_pid).status() == psutil.STATUS_ZOMBIE
+        assert (
+            not psutil.pid_exists(session_pid)
+            or psutil.Process(session_pid).status() == psutil.STATUS_ZOMBIE
+        )
     finally:
         fleet.close()
 
 
-def test_graceful_stop_hibernates_and_a_crash_restores_the_latest_checkpoint(tmp_path: Path) -> None:
+def test_graceful_stop_hibernates_and_a_crash_restores_the_latest_checkpoint(
+    tmp_path: Path,
+) -> None:
     """Default policy: SIGTERM checkpoints and stops session kernels; the next server wakes a
     session on its first use. After a SIGKILL of the server *and* the kernel, the next server
     restores the latest checkpoint into a new kernel with the same id."""
@@ -207,8 +235,9 @@ def test_graceful_stop_hibernates_and_a_crash_restores_the_latest_checkpoint(tmp
                 break
             time.sleep(0.2)
         assert (s["state"], s["kernel"]["id"]) == ("idle", kid), s
-        assert s["reason"] == f"auto-restored checkpoint {ckpt['id']} taken {ckpt['created']}" \
-            or s["reason"].startswith(f"auto-restored checkpoint {ckpt['id']}"), s
+        assert s["reason"] == f"auto-restored checkpoint {ckpt['id']} taken {ckpt['created']}" or s[
+            "reason"
+        ].startswith(f"auto-restored checkpoint {ckpt['id']}"), s
         assert value_of_x(third, "sleepy") == "43"
         third.stop(signal.SIGTERM)
     finally:

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import psutil
+
 from tests.support import REPO
 
 START_TIMEOUT = 120.0  # seconds (imports plus the first spare on a loaded 2-core box)
@@ -35,8 +36,14 @@ class LiveServer:
     """``jupyter kernel-sessions serve`` on a free port; ``env`` points clients at its runtime
     dir, where discovery finds it."""
 
-    def __init__(self, base: Path, config: dict[str, dict[str, Any]] | None = None,
-                 data: Path | None = None, owner: bool = True, **manager: Any) -> None:
+    def __init__(
+        self,
+        base: Path,
+        config: dict[str, dict[str, Any]] | None = None,
+        data: Path | None = None,
+        owner: bool = True,
+        **manager: Any,
+    ) -> None:
         """``data``: another server's data dir to share; ``owner=False``: that server owns it,
         so this one is ready when it answers HTTP (its sessions API answers 503)."""
         self.base = base
@@ -51,31 +58,44 @@ class LiveServer:
         (base / "config" / "jupyter_server_config.json").write_text(json.dumps(sections))
         self.port, self.token = free_port(), secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.env = {**os.environ, "JUPYTER_DATA_DIR": str(data or base / "data"),
-                    "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
-                    "JUPYTER_CONFIG_DIR": str(base / "config"),
-                    # kernels of one server share an IPython history of their own: one killed
-                    # elsewhere cannot get it moved aside under this server's kernels
-                    "IPYTHONDIR": str(base / "ipython"),
-                    "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"),
-                                                                str(REPO)]))}
+        self.env = {
+            **os.environ,
+            "JUPYTER_DATA_DIR": str(data or base / "data"),
+            "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+            "JUPYTER_CONFIG_DIR": str(base / "config"),
+            # kernels of one server share an IPython history of their own: one killed
+            # elsewhere cannot get it moved aside under this server's kernels
+            "IPYTHONDIR": str(base / "ipython"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)])),
+        }
         for var in ("JUPYTER_KERNEL_SESSIONS_URL", "JUPYTER_TOKEN"):
             self.env.pop(var, None)
         self.log = open(base / "server.log", "w")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "kernel_sessions.cli", "serve", "--port", str(self.port),
-               f"--ServerApp.token={self.token}", "--ServerApp.port_retries=0",
-               f"--ServerApp.root_dir={base / 'root'}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "kernel_sessions.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            f"--ServerApp.token={self.token}",
+            "--ServerApp.port_retries=0",
+            f"--ServerApp.root_dir={base / 'root'}",
+        ]
         if hasattr(os, "getuid") and os.getuid() == 0:
             cmd.append("--allow-root")
-        self.proc = subprocess.Popen(cmd, env=self.env, cwd=base / "root", stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, env=self.env, cwd=base / "root", stdout=self.log, stderr=subprocess.STDOUT
+        )
         self.kids: set[int] = set()
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
-                r = httpx.get(self.url + ("api/kernel-sessions/pool" if owner else "api/status"),
-                              timeout=5,
-                              headers={"Authorization": f"token {self.token}"})
+                r = httpx.get(
+                    self.url + ("api/kernel-sessions/pool" if owner else "api/status"),
+                    timeout=5,
+                    headers={"Authorization": f"token {self.token}"},
+                )
                 if r.status_code == 200:
                     break
             except httpx.HTTPError:
@@ -91,8 +111,13 @@ class LiveServer:
         return Path(self.log.name).read_text()[-4000:]
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, self.url + "api/kernel-sessions/" + path, timeout=60,
-                             headers={"Authorization": f"token {self.token}"}, **kwargs)
+        return httpx.request(
+            method,
+            self.url + "api/kernel-sessions/" + path,
+            timeout=60,
+            headers={"Authorization": f"token {self.token}"},
+            **kwargs,
+        )
 
     def names(self) -> list[str]:
         return [s["name"] for s in self.api("GET", "sessions").json()]
@@ -146,12 +171,18 @@ def run_cli(*argv: str, stdin: str = "") -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def cli_subprocess(*argv: str, env: dict[str, str], timeout: float = 120,
-                   stdin: bool = False) -> subprocess.Popen:
+def cli_subprocess(
+    *argv: str, env: dict[str, str], timeout: float = 120, stdin: bool = False
+) -> subprocess.Popen:
     """``jupyter kernel-sessions ARGV`` as a real process, through the ``jupyter`` launcher
     (``stdin``: a pipe to feed, else none)."""
     bindir = os.path.dirname(sys.executable)
     env = {**env, "PATH": bindir + os.pathsep + env.get("PATH", "")}
-    return subprocess.Popen([os.path.join(bindir, "jupyter"), "kernel-sessions", *argv], env=env,
-                            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [os.path.join(bindir, "jupyter"), "kernel-sessions", *argv],
+        env=env,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

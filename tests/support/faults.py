@@ -8,14 +8,15 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import psutil
 
-from tests.support.cli_server import LiveServer
 from tests.conftest import KsApi
+from tests.support.cli_server import LiveServer
 
 STORM_NAMES = ("a", "b", "c")
 STORM_THREADS = 12
@@ -64,8 +65,9 @@ def registry_rows(base: Path) -> list[dict[str, Any]]:
         conn.close()
 
 
-def api(server: LiveServer, method: str, path: str, body: Any = None,
-        client: httpx.Client | None = None) -> httpx.Response:
+def api(
+    server: LiveServer, method: str, path: str, body: Any = None, client: httpx.Client | None = None
+) -> httpx.Response:
     """One call, checked against api.yaml (documented status, schema of the JSON body)."""
     headers = {"Authorization": f"token {server.token}"}
     url = server.url + "api/kernel-sessions/" + path
@@ -73,15 +75,21 @@ def api(server: LiveServer, method: str, path: str, body: Any = None,
         r = httpx.request(method, url, json=body, headers=headers, timeout=REQUEST_TIMEOUT)
     else:
         r = client.request(method, url, json=body, headers=headers)
-    KsApi.check(method, "/" + path.split("?")[0], r.status_code, r.content,
-                r.headers.get("content-type", ""))
+    KsApi.check(
+        method,
+        "/" + path.split("?")[0],
+        r.status_code,
+        r.content,
+        r.headers.get("content-type", ""),
+    )
     return r
 
 
 def _storm_call(rng: random.Random) -> tuple[str, str, str, Any]:
     name = rng.choice(STORM_NAMES)
-    op = rng.choice(("create", "create", "delete", "rename", "execute", "execute",
-                     "checkpoint", "get"))
+    op = rng.choice(
+        ("create", "create", "delete", "rename", "execute", "execute", "checkpoint", "get")
+    )
     if op == "create":
         return op, "POST", "sessions", {"name": name}
     if op == "delete":
@@ -139,8 +147,9 @@ def storm_report(counts: Counter) -> str:
     by_status: Counter = Counter()
     for (_, status), n in counts.items():
         by_status[status] += n
-    return (f"{sum(counts.values())} requests; by status "
-            + ", ".join(f"{s}: {n}" for s, n in sorted(by_status.items())))
+    return f"{sum(counts.values())} requests; by status " + ", ".join(
+        f"{s}: {n}" for s, n in sorted(by_status.items())
+    )
 
 
 class EventLog:
@@ -150,8 +159,9 @@ class EventLog:
     SCHEMA = "kernel_sessions/session_state/v1"
 
     def __init__(self, server: LiveServer) -> None:
-        self.url = (server.url.replace("http://", "ws://") + "api/events/subscribe?token="
-                    + server.token)
+        self.url = (
+            server.url.replace("http://", "ws://") + "api/events/subscribe?token=" + server.token
+        )
         self.events: list[dict[str, Any]] = []
         self._ready = threading.Event()
         self._stop = threading.Event()

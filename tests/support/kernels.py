@@ -9,10 +9,10 @@ import json
 import sys
 import time
 import types
-from pathlib import Path
-from typing import Any, Callable, Iterator
-from tests.support import KERNEL_DIR
+from collections.abc import Callable, Iterator
+from typing import Any
 
+from tests.support import KERNEL_DIR
 
 
 @contextlib.contextmanager

@@ -16,8 +16,11 @@ def test_connect_is_importable_from_the_package_root() -> None:
 
 
 def test_the_root_and_connect_do_not_import_the_server() -> None:
-    code = ("import sys, kernel_sessions; kernel_sessions.connect; "
-            "print('jupyter_server' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=120)
+    code = (
+        "import sys, kernel_sessions; kernel_sessions.connect; "
+        "print('jupyter_server' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     assert out.stdout.strip() == "False", out

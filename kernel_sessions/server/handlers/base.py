@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from datetime import datetime, timezone
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.base.handlers import APIHandler
@@ -32,8 +33,10 @@ SETTINGS_KEY = "kernel_sessions"
 APP_SETTINGS_KEY = "kernel_sessions_app"
 _SLUG = re.compile(r"[a-z][a-z0-9_]{0,40}")
 # an absolute POSIX path of two or more parts, or a Windows drive path; kept: its last part
-_ABS_PATH = re.compile(r"(?<![\w.~%:/-])(?:/[^\s'\"/,;:()\[\]{}<>]+){2,}/?"
-                       r"|\b[A-Za-z]:\\(?:[^\s'\"\\,;:()<>]+\\)*[^\s'\"\\,;:()<>]*")
+_ABS_PATH = re.compile(
+    r"(?<![\w.~%:/-])(?:/[^\s'\"/,;:()\[\]{}<>]+){2,}/?"
+    r"|\b[A-Za-z]:\\(?:[^\s'\"\\,;:()<>]+\\)*[^\s'\"\\,;:()<>]*"
+)
 
 
 class ApiError(KernelSessionError):
@@ -81,9 +84,11 @@ def has_lone_surrogate(obj: Any) -> bool:
 
 def scrub_paths(message: str) -> str:
     """``message`` with every absolute file path shortened to ``…/<last part>``."""
+
     def short(m: re.Match[str]) -> str:
         parts = [p for p in re.split(r"[/\\]", m.group(0)) if p]
         return "…/" + (parts[-1] if parts else "")
+
     return _ABS_PATH.sub(short, message)
 
 
@@ -144,10 +149,16 @@ class KernelSessionsHandler(APIHandler):
             await self.require(action, resource)
         declared = self.request.headers.get("Content-Length", "0")
         limit = self.body_limit()
-        if declared.isascii() and declared.isdigit() and (len(declared) > 18
-                                                          or int(declared) > limit):
-            raise ApiError(413, "body_too_large",
-                           f"request body of {declared[:20]} bytes exceeds {limit} bytes")
+        if (
+            declared.isascii()
+            and declared.isdigit()
+            and (len(declared) > 18 or int(declared) > limit)
+        ):
+            raise ApiError(
+                413,
+                "body_too_large",
+                f"request body of {declared[:20]} bytes exceeds {limit} bytes",
+            )
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished:
@@ -185,7 +196,8 @@ class KernelSessionsHandler(APIHandler):
         user = self.current_user
         resource = resource or self.auth_resource
         if user is None or not await ensure_async(
-                self.authorizer.is_authorized(self, user, action, resource)):
+            self.authorizer.is_authorized(self, user, action, resource)
+        ):
             raise HTTPError(403, f"{action} permission on {resource} is needed")
 
     # -- the manager ------------------------------------------------------------------------
@@ -213,20 +225,25 @@ class KernelSessionsHandler(APIHandler):
         try:
             body = json.loads(text, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as e:
-            raise bad_request(f"the body is not valid JSON: {str(e)[:200]}",
-                              "invalid_json") from None
+            raise bad_request(
+                f"the body is not valid JSON: {str(e)[:200]}", "invalid_json"
+            ) from None
         if not isinstance(body, dict):
             raise bad_request(f"the body must be a JSON object, not {type(body).__name__}")
         if _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
             raise bad_request(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
         if has_lone_surrogate(body):
-            raise bad_request("the body holds a string that is not valid Unicode text (a lone "
-                              "surrogate such as \\ud800)", "invalid_text")
+            raise bad_request(
+                "the body holds a string that is not valid Unicode text (a lone "
+                "surrogate such as \\ud800)",
+                "invalid_text",
+            )
         unknown = sorted(set(body) - allowed)
         if unknown:
             shown = ", ".join(repr(k)[:40] for k in unknown[:5])
-            raise bad_request(f"unknown field(s) {shown}; allowed: {sorted(allowed)}",
-                              "unknown_field")
+            raise bad_request(
+                f"unknown field(s) {shown}; allowed: {sorted(allowed)}", "unknown_field"
+            )
         missing = sorted(required - set(body))
         if missing:
             raise bad_request(f"missing field(s): {missing}", "missing_field")
@@ -267,8 +284,9 @@ class KernelSessionsHandler(APIHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Refusals are not server errors: log them briefly, keep tracebacks for real bugs."""
         if isinstance(value, KernelSessionError):
-            self.log.info("%s %s -> %s %s", self.request.method, self.request.path,
-                          value.status, value.reason)
+            self.log.info(
+                "%s %s -> %s %s", self.request.method, self.request.path, value.status, value.reason
+            )
             return
         super().log_exception(typ, value, tb)
 
@@ -277,10 +295,12 @@ def quiet_refusals(log_function: Callable[[Any], None]) -> Callable[[Any], None]
     """jupyter_server's request log, except for our own 503 refusals (stopping, starting, not
     the data dir's owner): ``log_exception`` already logged those in one line, and the server's
     log would add an error line and a dump of the request headers for each panel poll."""
+
     def log_request(handler: Any) -> None:
         if isinstance(handler, KernelSessionsHandler) and handler.get_status() == 503:
             return
         log_function(handler)
+
     return log_request
 
 

@@ -16,9 +16,9 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from kernel_sessions.checkpoint.store import MAX_LABEL_CHARS, validate_checkpoint_id
+from kernel_sessions.core.models import validate_name
 from kernel_sessions.server.handlers.base import bad_request, finite_number, isotime
 from kernel_sessions.server.handlers.session_base import SESSIONS_RESOURCE, SessionsBase
-from kernel_sessions.core.models import validate_name
 
 CHECKPOINTS_RESOURCE = "kernel_sessions:checkpoints"
 MAX_VARIABLES = 10_000  # names in one request
@@ -29,18 +29,25 @@ SOURCE_FIELDS = frozenset({"session", "checkpoint"})
 
 
 def check_variables(value: Any) -> list[str]:
-    if (not isinstance(value, list) or len(value) > MAX_VARIABLES
-            or not all(isinstance(v, str) and v.isidentifier() and not keyword.iskeyword(v)
-                       for v in value)):
-        raise bad_request(f"variables must be a list of at most {MAX_VARIABLES} variable names",
-                          "invalid_variables")
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_VARIABLES
+        or not all(
+            isinstance(v, str) and v.isidentifier() and not keyword.iskeyword(v) for v in value
+        )
+    ):
+        raise bad_request(
+            f"variables must be a list of at most {MAX_VARIABLES} variable names",
+            "invalid_variables",
+        )
     return list(dict.fromkeys(value))
 
 
 def check_timeout(value: Any) -> float:
     if not finite_number(value) or not 0 <= value <= MAX_WAIT_SECONDS:
-        raise bad_request(f"timeout must be a number of seconds in [0, {MAX_WAIT_SECONDS:g}]",
-                          "invalid_timeout")
+        raise bad_request(
+            f"timeout must be a number of seconds in [0, {MAX_WAIT_SECONDS:g}]", "invalid_timeout"
+        )
     return float(value)
 
 
@@ -49,16 +56,21 @@ def check_source(value: Any) -> tuple[str, str | None]:
     if not isinstance(value, dict) or not set(value) <= SOURCE_FIELDS or "session" not in value:
         raise bad_request("from must be an object {session, checkpoint?}", "invalid_from")
     checkpoint = value.get("checkpoint")
-    return (validate_name(value["session"]),
-            None if checkpoint is None else validate_checkpoint_id(checkpoint))
+    return (
+        validate_name(value["session"]),
+        None if checkpoint is None else validate_checkpoint_id(checkpoint),
+    )
 
 
 def summary_json(name: str, s: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint as listed (from ``CheckpointStore.list`` or a manifest)."""
     variables, skipped = s.get("variables"), s.get("skipped")
     out = {
-        "id": s["id"], "session": name, "label": s.get("label"),
-        "created": isotime(s.get("created")), "bytes": s.get("bytes"),
+        "id": s["id"],
+        "session": name,
+        "label": s.get("label"),
+        "created": isotime(s.get("created")),
+        "bytes": s.get("bytes"),
         "new_bytes": s.get("new_bytes"),
         "variable_count": len(variables) if isinstance(variables, dict) else variables,
         "skipped_count": len(skipped) if isinstance(skipped, list) else skipped,
@@ -77,11 +89,19 @@ def detail_json(manifest: dict[str, Any]) -> dict[str, Any]:
         "kernelspec": manifest.get("kernelspec"),
         "versions": manifest.get("versions", {}),
         "execution_count": manifest.get("execution_count"),
-        "variables": [{"name": n, "type": e.get("type"), "serializer": e.get("serializer"),
-                       "size": e.get("size", 0)}
-                      for n, e in sorted(manifest.get("variables", {}).items())],
-        "skipped": [{"name": s.get("name"), "type": s.get("type"), "reason": s.get("reason")}
-                    for s in manifest.get("skipped", [])],
+        "variables": [
+            {
+                "name": n,
+                "type": e.get("type"),
+                "serializer": e.get("serializer"),
+                "size": e.get("size", 0),
+            }
+            for n, e in sorted(manifest.get("variables", {}).items())
+        ],
+        "skipped": [
+            {"name": s.get("name"), "type": s.get("type"), "reason": s.get("reason")}
+            for s in manifest.get("skipped", [])
+        ],
     }
 
 
@@ -111,8 +131,9 @@ class CheckpointsHandler(CheckpointsBase):
         body = self.json_object(CHECKPOINT_FIELDS)
         label = body.get("label")
         if label is not None and (not isinstance(label, str) or len(label) > MAX_LABEL_CHARS):
-            raise bad_request(f"label must be a string of at most {MAX_LABEL_CHARS} characters",
-                              "invalid_label")
+            raise bad_request(
+                f"label must be a string of at most {MAX_LABEL_CHARS} characters", "invalid_label"
+            )
         variables = check_variables(body["variables"]) if "variables" in body else None
         timeout = check_timeout(body["timeout"]) if "timeout" in body else None
         ks = await self.manager()
@@ -154,6 +175,7 @@ class RestoreHandler(CheckpointsBase):
         if into is not None:  # a fork creates a session, as POST sessions {from} does
             await self.require("write", SESSIONS_RESOURCE)
         ks = await self.manager()
-        report = await ks.restore(name, checkpoint_id, into=into, variables=variables,
-                                  timeout=timeout)
+        report = await ks.restore(
+            name, checkpoint_id, into=into, variables=variables, timeout=timeout
+        )
         self.write_json({**report, "session": await self.render(report["session"])})

@@ -17,9 +17,9 @@ from jupyter_server.utils import url_escape, url_path_join
 from tornado import web
 
 from kernel_sessions.core.errors import SessionExists, SessionNotFound
+from kernel_sessions.core.models import validate_name
 from kernel_sessions.server.handlers.base import ApiError, bad_request, finite_number
 from kernel_sessions.server.handlers.session_base import SessionsBase
-from kernel_sessions.core.models import validate_name
 
 LEASE_FIELDS = frozenset({"owner", "lease_seconds", "kernel_name", "create"})
 MAX_OWNER_CHARS = 256
@@ -28,8 +28,9 @@ MAX_LEASE_SECONDS = 24 * 3600.0
 
 def check_owner(value: Any) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_OWNER_CHARS:
-        raise bad_request(f"owner must be a string of 1..{MAX_OWNER_CHARS} characters",
-                          "invalid_owner")
+        raise bad_request(
+            f"owner must be a string of 1..{MAX_OWNER_CHARS} characters", "invalid_owner"
+        )
     return value
 
 
@@ -37,8 +38,9 @@ def check_lease(value: Any) -> float | None:
     if value is None:
         return None
     if not finite_number(value) or not 0 < value <= MAX_LEASE_SECONDS:
-        raise bad_request(f"lease_seconds must be a number in (0, {MAX_LEASE_SECONDS:g}]",
-                          "invalid_lease")
+        raise bad_request(
+            f"lease_seconds must be a number in (0, {MAX_LEASE_SECONDS:g}]", "invalid_lease"
+        )
     return float(value)
 
 
@@ -68,15 +70,20 @@ class LeaseHandler(SessionsBase):
                 raise
             model = None
         if model is None:
-            kernel_name = (await self.known_kernel_name(body["kernel_name"])
-                           if "kernel_name" in body else None)
+            kernel_name = (
+                await self.known_kernel_name(body["kernel_name"]) if "kernel_name" in body else None
+            )
             try:
                 model = await ks.create(name, kernel_name, owner=owner, lease_seconds=lease)
             except SessionExists:  # created meanwhile by someone else: only its owner may renew
                 model = await ks.get(name)
             else:
-                self.set_header("Location", url_path_join(
-                    self.base_url, "api/kernel-sessions/sessions", url_escape(model.name)))
+                self.set_header(
+                    "Location",
+                    url_path_join(
+                        self.base_url, "api/kernel-sessions/sessions", url_escape(model.name)
+                    ),
+                )
                 self.write_json(await self.render(model), status=201)
                 return
         if model.owner != owner:

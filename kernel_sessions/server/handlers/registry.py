@@ -21,5 +21,9 @@ class RegistryHandler(SessionsBase):
     async def get(self) -> None:
         ks = await self.manager()
         registry = ks.registry
-        self.write_json({"degraded": registry.degraded if registry is not None else None,
-                         "quarantined": ks.quarantined()})
+        self.write_json(
+            {
+                "degraded": registry.degraded if registry is not None else None,
+                "quarantined": ks.quarantined(),
+            }
+        )

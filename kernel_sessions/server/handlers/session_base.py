@@ -14,8 +14,13 @@ from tornado import web
 
 from kernel_sessions.core import models as M
 from kernel_sessions.core.adoption import CREATE_TIME_SLACK
-from kernel_sessions.server.handlers.base import ApiError, KernelSessionsHandler, bad_request, isotime
 from kernel_sessions.core.models import SessionModel
+from kernel_sessions.server.handlers.base import (
+    ApiError,
+    KernelSessionsHandler,
+    bad_request,
+    isotime,
+)
 from kernel_sessions.server.session_rows import ROW_TYPE as PICKER_ROW_TYPE  # no notebooks
 
 SESSIONS_RESOURCE = "kernel_sessions:sessions"
@@ -23,6 +28,7 @@ MAX_KERNEL_NAME_CHARS = 128
 
 
 # -- rendering ------------------------------------------------------------------------------
+
 
 def memory_rss(model: SessionModel) -> int | None:
     """RSS of a local, live session kernel (the pid is checked against its create time)."""
@@ -50,8 +56,13 @@ def kernel_json(model: SessionModel, km: Any) -> dict[str, Any]:
             state = None
         state = state or model.state
     live_pid = model.pid if kid and model.state not in (M.DEAD, M.HIBERNATED, M.DELETED) else None
-    return {"id": kid, "name": model.kernel_name, "execution_state": state,
-            "connections": connections, "pid": live_pid}
+    return {
+        "id": kid,
+        "name": model.kernel_name,
+        "execution_state": state,
+        "connections": connections,
+        "pid": live_pid,
+    }
 
 
 def session_json(model: SessionModel, km: Any, notebooks: dict[str, list]) -> dict[str, Any]:
@@ -87,18 +98,29 @@ class SessionsBase(KernelSessionsHandler):
         out: dict[str, list] = {}
         sm = self.session_manager
         if not hasattr(sm, "cursor"):  # not jupyter_server's SQLite session manager
-            rows = [{"session_id": s["id"], "kernel_id": (s.get("kernel") or {}).get("id"),
-                     **{k: s.get(k) for k in ("path", "name", "type")}}
-                    for s in await ensure_async(sm.list_sessions())]
+            rows = [
+                {
+                    "session_id": s["id"],
+                    "kernel_id": (s.get("kernel") or {}).get("id"),
+                    **{k: s.get(k) for k in ("path", "name", "type")},
+                }
+                for s in await ensure_async(sm.list_sessions())
+            ]
         else:
-            rows = sm.cursor.execute("SELECT session_id, path, name, type, kernel_id FROM session"
-                                     ).fetchall()
+            rows = sm.cursor.execute(
+                "SELECT session_id, path, name, type, kernel_id FROM session"
+            ).fetchall()
         for row in rows:
             if row["type"] == PICKER_ROW_TYPE or not row["kernel_id"]:
                 continue
             out.setdefault(row["kernel_id"], []).append(
-                {"id": row["session_id"], "path": row["path"], "name": row["name"],
-                 "type": row["type"]})
+                {
+                    "id": row["session_id"],
+                    "path": row["path"],
+                    "name": row["name"],
+                    "type": row["type"],
+                }
+            )
         return out
 
     async def render(self, model: SessionModel) -> dict[str, Any]:
@@ -106,9 +128,11 @@ class SessionsBase(KernelSessionsHandler):
 
     def live_kernel(self, model: SessionModel) -> Any:
         if model.state in (M.DEAD, M.HIBERNATED) or model.kernel_id not in self.kernel_manager:
-            raise ApiError(409, "invalid_state",
-                           f"session {model.name!r} has no running kernel ({model.state}: "
-                           f"{model.reason})")
+            raise ApiError(
+                409,
+                "invalid_state",
+                f"session {model.name!r} has no running kernel ({model.state}: {model.reason})",
+            )
         return self.kernel_manager.get_kernel(model.kernel_id)
 
     async def known_kernel_name(self, value: Any) -> str:
@@ -117,6 +141,7 @@ class SessionsBase(KernelSessionsHandler):
         specs = await ensure_async(self.kernel_spec_manager.find_kernel_specs())
         if value.startswith(M.SPEC_PREFIX) or value not in specs:
             shown = repr(value)[:MAX_KERNEL_NAME_CHARS]
-            raise bad_request(f"no kernelspec named {shown}; known: {sorted(specs)[:20]}",
-                              "unknown_kernel_name")
+            raise bad_request(
+                f"no kernelspec named {shown}; known: {sorted(specs)[:20]}", "unknown_kernel_name"
+            )
         return value

@@ -21,7 +21,7 @@ from jupyter_server.utils import url_escape, url_path_join
 from tornado import web
 
 from kernel_sessions.core import execution as execution
-
+from kernel_sessions.core.models import SPEC_PREFIX, validate_name
 from kernel_sessions.server import metrics as metrics
 from kernel_sessions.server.handlers.base import (
     ApiError,
@@ -36,7 +36,6 @@ from kernel_sessions.server.handlers.session_base import (
     SessionsBase,
     session_json,
 )
-from kernel_sessions.core.models import SPEC_PREFIX, validate_name
 
 API_ROOT = "api/kernel-sessions"
 SPEC_PATH = Path(__file__).parents[1] / "api.yaml"  # server/api.yaml
@@ -57,25 +56,33 @@ POOL_FIELDS = frozenset({"sizes"})
 
 # -- field checks ---------------------------------------------------------------------------
 
+
 def check_ttl(value: Any) -> float | None:
     if value is None:
         return None
     if not finite_number(value) or not 0 < value <= MAX_TTL_SECONDS:
-        raise bad_request(f"ttl must be null or a number of seconds in (0, {MAX_TTL_SECONDS:g}]",
-                          "invalid_ttl")
+        raise bad_request(
+            f"ttl must be null or a number of seconds in (0, {MAX_TTL_SECONDS:g}]", "invalid_ttl"
+        )
     return float(value)
 
 
 def check_tags(value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or len(value) > MAX_TAGS:
-        raise bad_request(f"tags must be an object of at most {MAX_TAGS} string values",
-                          "invalid_tags")
+        raise bad_request(
+            f"tags must be an object of at most {MAX_TAGS} string values", "invalid_tags"
+        )
     for k, v in value.items():
-        if not 0 < len(k) <= MAX_TAG_KEY_CHARS or not isinstance(v, str) \
-                or len(v) > MAX_TAG_VALUE_CHARS:
+        if (
+            not 0 < len(k) <= MAX_TAG_KEY_CHARS
+            or not isinstance(v, str)
+            or len(v) > MAX_TAG_VALUE_CHARS
+        ):
             raise bad_request(
                 f"tag keys must have 1..{MAX_TAG_KEY_CHARS} characters and values be strings of "
-                f"at most {MAX_TAG_VALUE_CHARS}", "invalid_tags")
+                f"at most {MAX_TAG_VALUE_CHARS}",
+                "invalid_tags",
+            )
     return dict(value)
 
 
@@ -84,6 +91,7 @@ def check_name(value: Any) -> str:
 
 
 # -- endpoints ------------------------------------------------------------------------------
+
 
 class SpecHandler(KernelSessionsHandler):
     """The OpenAPI document of this API (the contract the tests check responses against)."""
@@ -111,8 +119,9 @@ class SessionsHandler(SessionsBase):
     async def post(self) -> None:
         body = self.json_object(CREATE_FIELDS, required=frozenset({"name"}))
         name = check_name(body["name"])
-        kernel_name = (await self.known_kernel_name(body["kernel_name"])
-                       if "kernel_name" in body else None)
+        kernel_name = (
+            await self.known_kernel_name(body["kernel_name"]) if "kernel_name" in body else None
+        )
         ttl = check_ttl(body.get("ttl"))
         tags = check_tags(body["tags"]) if "tags" in body else None
         source = check_source(body["from"]) if "from" in body else None
@@ -123,11 +132,15 @@ class SessionsHandler(SessionsBase):
         if source is None:
             model = await ks.create(name, kernel_name, ttl=ttl, tags=tags)
         else:  # a fork: a new session from another session's checkpoint
-            model = (await ks.restore(source[0], source[1], into=name, kernel_name=kernel_name,
-                                      ttl=ttl, tags=tags))["session"]
+            model = (
+                await ks.restore(
+                    source[0], source[1], into=name, kernel_name=kernel_name, ttl=ttl, tags=tags
+                )
+            )["session"]
         metrics.CREATE_SECONDS.labels(model.kernel_name).observe(time.perf_counter() - t0)
-        self.set_header("Location", url_path_join(self.base_url, API_ROOT, "sessions",
-                                                  url_escape(model.name)))
+        self.set_header(
+            "Location", url_path_join(self.base_url, API_ROOT, "sessions", url_escape(model.name))
+        )
         self.write_json(await self.render(model), status=201)
 
 
@@ -218,7 +231,8 @@ class ExecuteHandler(SessionsBase):
         if not finite_number(timeout) or not 0 < timeout <= MAX_EXECUTE_TIMEOUT:
             raise bad_request(
                 f"timeout must be a number of seconds in (0, {MAX_EXECUTE_TIMEOUT:g}]",
-                "invalid_timeout")
+                "invalid_timeout",
+            )
         ks = await self.manager()
         await ks.attach(name)  # wakes a hibernated session
         km = self.live_kernel(await ks.get(name))
@@ -237,9 +251,12 @@ class ConnectionHandler(SessionsBase):
         model = await ks.get(name)
         km = self.live_kernel(model)
         if not isinstance(km.provisioner, LocalProvisioner):
-            raise ApiError(409, "not_local",
-                           f"session {name!r} runs on a remote provisioner; connect through the "
-                           "server's kernel websocket instead")
+            raise ApiError(
+                409,
+                "not_local",
+                f"session {name!r} runs on a remote provisioner; connect through the "
+                "server's kernel websocket instead",
+            )
         info = dict(km.get_connection_info(session=False))
         key = info.get("key", b"")
         info["key"] = key.decode() if isinstance(key, bytes) else key
@@ -254,8 +271,10 @@ class PoolHandler(KernelSessionsHandler):
     auth_resource = POOL_RESOURCE
 
     def pool_json(self, ks: Any) -> dict[str, Any]:
-        return {"pools": ks.pool_stats(),
-                "max_kernels": getattr(self.kernel_manager, "max_kernels", 0) or None}
+        return {
+            "pools": ks.pool_stats(),
+            "max_kernels": getattr(self.kernel_manager, "max_kernels", 0) or None,
+        }
 
     @web.authenticated
     @authorized
@@ -269,16 +288,21 @@ class PoolHandler(KernelSessionsHandler):
         body = self.json_object(POOL_FIELDS, required=POOL_FIELDS)
         sizes = body["sizes"]
         if not isinstance(sizes, dict):
-            raise bad_request("sizes must be an object of kernelspec name -> spares",
-                              "invalid_sizes")
+            raise bad_request(
+                "sizes must be an object of kernelspec name -> spares", "invalid_sizes"
+            )
         specs = await ensure_async(self.kernel_spec_manager.find_kernel_specs())
         for spec, n in sizes.items():
             if spec.startswith(SPEC_PREFIX) or spec not in specs:
-                raise bad_request(f"no kernelspec named {repr(spec)[:MAX_KERNEL_NAME_CHARS]}",
-                                  "unknown_kernel_name")
+                raise bad_request(
+                    f"no kernelspec named {repr(spec)[:MAX_KERNEL_NAME_CHARS]}",
+                    "unknown_kernel_name",
+                )
             if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_POOL_SIZE:
-                raise bad_request(f"pool size of {spec!r} must be an integer in 0..{MAX_POOL_SIZE}",
-                                  "invalid_sizes")
+                raise bad_request(
+                    f"pool size of {spec!r} must be an integer in 0..{MAX_POOL_SIZE}",
+                    "invalid_sizes",
+                )
         km = self.kernel_manager
         if not hasattr(km, "pool_sizes"):
             raise ApiError(409, "no_pool", "the server's kernel manager has no warm pool")

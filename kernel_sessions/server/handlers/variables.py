@@ -21,6 +21,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from kernel_sessions.core.errors import KernelSessionError
+from kernel_sessions.core.variables import VariablesService
 from kernel_sessions.server.handlers.base import (
     MAX_BODY_BYTES,
     ApiError,
@@ -28,7 +29,6 @@ from kernel_sessions.server.handlers.base import (
     bad_request,
     has_lone_surrogate,
 )
-from kernel_sessions.core.variables import VariablesService
 
 VARIABLES_RESOURCE = "kernel_sessions:variables"
 FORMATS = ("json", "repr", "pickle")
@@ -40,9 +40,11 @@ T = TypeVar("T")
 
 def check_var(var: str) -> str:
     if not var.isidentifier() or keyword.iskeyword(var):
-        raise ApiError(400, "invalid_name",
-                       f"{var[:80]!r} is not a variable name (names are looked up, never "
-                       "evaluated)")
+        raise ApiError(
+            400,
+            "invalid_name",
+            f"{var[:80]!r} is not a variable name (names are looked up, never evaluated)",
+        )
     return var
 
 
@@ -63,17 +65,23 @@ class VariablesBase(KernelSessionsHandler):
         except KernelSessionError:
             raise
         except TimeoutError:
-            raise ApiError(504, "timeout",
-                           f"{what}: the kernel did not answer in time (a value whose repr or "
-                           "length never returns, or a running cell); interrupt the session "
-                           "to free its kernel") from None
+            raise ApiError(
+                504,
+                "timeout",
+                f"{what}: the kernel did not answer in time (a value whose repr or "
+                "length never returns, or a running cell); interrupt the session "
+                "to free its kernel",
+            ) from None
         except (RuntimeError, KeyError, ValueError, SyntaxError) as e:
             # RuntimeError: the kernel's own "ename: evalue"; KeyError: no text/plain (the
             # display formatter failed); ValueError/SyntaxError: an answer that does not parse
             detail = str(e)[:160] if type(e) is RuntimeError else type(e).__name__
-            raise ApiError(422, "unreadable",
-                           f"{what}: the kernel could not render the answer ({detail}); "
-                           "try format=repr or format=pickle") from None
+            raise ApiError(
+                422,
+                "unreadable",
+                f"{what}: the kernel could not render the answer ({detail}); "
+                "try format=repr or format=pickle",
+            ) from None
 
 
 class VariablesHandler(VariablesBase):
@@ -84,10 +92,15 @@ class VariablesHandler(VariablesBase):
     async def get(self, name: str) -> None:
         filt = self.get_query_argument("filter", None)
         if filt is not None and len(filt) > MAX_FILTER_CHARS:
-            raise bad_request(f"filter is longer than {MAX_FILTER_CHARS} characters",
-                              "invalid_query")
-        listing = await self.in_kernel((await self.service()).list(
-            name, include_modules=self.flag("include_modules"), filter=filt or None), name)
+            raise bad_request(
+                f"filter is longer than {MAX_FILTER_CHARS} characters", "invalid_query"
+            )
+        listing = await self.in_kernel(
+            (await self.service()).list(
+                name, include_modules=self.flag("include_modules"), filter=filt or None
+            ),
+            name,
+        )
         self.write_json(listing)
 
 
@@ -95,8 +108,9 @@ class VariableHandler(VariablesBase):
     """One variable: read (json, repr or dill bytes), set (JSON or dill bytes), delete."""
 
     def _pickled(self) -> bool:
-        return (self.request.method == "PUT"
-                and self.request.headers.get("Content-Type", "").startswith(OCTET))
+        return self.request.method == "PUT" and self.request.headers.get(
+            "Content-Type", ""
+        ).startswith(OCTET)
 
     def body_limit(self) -> int:
         """Dill bodies may exceed the JSON limit, but only octet-stream PUTs."""
@@ -150,17 +164,21 @@ class VariableHandler(VariablesBase):
         """The body as any JSON value (the new value of the variable)."""
         raw = self.body
         if not raw.strip():
-            raise bad_request("the body must be a JSON value (or dill bytes as "
-                              f"{OCTET})", "invalid_body")
+            raise bad_request(
+                f"the body must be a JSON value (or dill bytes as {OCTET})", "invalid_body"
+            )
         if len(raw) > MAX_BODY_BYTES:
             raise ApiError(413, "body_too_large", "JSON value too large; send dill bytes")
         try:
             value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
-            raise bad_request(f"the body is not valid JSON: {str(e)[:200]}", "invalid_json") from None
+            raise bad_request(
+                f"the body is not valid JSON: {str(e)[:200]}", "invalid_json"
+            ) from None
         if has_lone_surrogate(value):
-            raise bad_request("the value holds a string that is not valid Unicode text",
-                              "invalid_text")
+            raise bad_request(
+                "the value holds a string that is not valid Unicode text", "invalid_text"
+            )
         return value
 
 

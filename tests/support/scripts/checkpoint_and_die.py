@@ -10,14 +10,18 @@ from kernel_sessions import KernelSessionManager
 
 
 async def main(data_dir: str) -> None:
-    ks = KernelSessionManager(data_dir=data_dir, pool_sizes={"python3": 0},
-                              keep_kernels_on_stop=True)
+    ks = KernelSessionManager(
+        data_dir=data_dir, pool_sizes={"python3": 0}, keep_kernels_on_stop=True
+    )
     ks.checkpointing.auto_checkpoint = False
     await ks.start()
     model = await ks.create("w")
     kc = ks.client("w")
-    for code in ("x = 1", None, "import numpy as np\nx = 2\n"
-                 "big = np.random.default_rng(0).random(60_000_000)"):
+    for code in (
+        "x = 1",
+        None,
+        "import numpy as np\nx = 2\nbig = np.random.default_rng(0).random(60_000_000)",
+    ):
         if code is None:
             await ks.checkpoint("w", label="first")
             continue

@@ -8,8 +8,8 @@ import os
 import stat
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -27,9 +27,8 @@ from kernel_sessions.core.errors import (
     CheckpointStorageError,
     InvalidSessionName,
 )
-
-from tests.support.kernels import kernel_module
 from tests.support import KERNEL_DIR
+from tests.support.kernels import kernel_module
 
 SNAPSHOT_PATH = KERNEL_DIR / "snapshot.py"
 SPEC = "python3"
@@ -98,6 +97,7 @@ def test_round_trip(store, snap):
 
 def test_skipped_variables_are_recorded(store, snap):
     import threading
+
     m = checkpoint(store, snap, "etl", {"a": 1, "lock": threading.Lock()})
     assert [s["name"] for s in m["skipped"]] == ["lock"]
     assert store.list("etl")[0]["skipped"] == 1
@@ -112,7 +112,7 @@ def test_hmac_tamper_detected(store, snap):
         store.read_manifest("etl", m["id"])
     assert exc.value.reason == "tampered"
     i = data.index(b'"created":') + len(b'"created":') + 1  # flip one digit of the timestamp
-    path.write_bytes(data[:i] + bytes([data[i] ^ 1]) + data[i + 1:])
+    path.write_bytes(data[:i] + bytes([data[i] ^ 1]) + data[i + 1 :])
     with pytest.raises(CheckpointInvalid, match="signature") as exc:
         store.read_manifest("etl", m["id"])
     assert exc.value.reason == "tampered"
@@ -193,9 +193,18 @@ def test_blob_tamper_reported(store, snap):
 
     # a refused restore binds and imports nothing, not even the modules it saved by name
     import sys
+
     sys.modules.pop("colorsys", None)
-    entries = {**m["variables"], "cs": {"serializer": "module", "module": "colorsys",
-                                        "attr": None, "origin": None, "type": "module"}}
+    entries = {
+        **m["variables"],
+        "cs": {
+            "serializer": "module",
+            "module": "colorsys",
+            "attr": None,
+            "origin": None,
+            "type": "module",
+        },
+    }
     ns: dict = {}
     out = snap.load_namespace(ns, store.blob_dir, entries)
     assert out["refused"] and ns == {} and "colorsys" not in sys.modules
@@ -267,8 +276,9 @@ def test_failed_commit_leaves_previous_checkpoints(store, snap, monkeypatch):
     assert exc.value.status == 503 and str(store.root) not in str(exc.value)
     monkeypatch.undo()
     assert [s["id"] for s in store.list("etl")] == [first["id"]]
-    assert sorted(p.name for p in manifest_file(store, "etl", first["id"]).parent.iterdir()) \
-        == [first["id"] + ".json"]  # the temp file was removed too
+    assert sorted(p.name for p in manifest_file(store, "etl", first["id"]).parent.iterdir()) == [
+        first["id"] + ".json"
+    ]  # the temp file was removed too
     assert store.latest("etl") == first
 
 
@@ -290,8 +300,10 @@ def test_gc_racing_a_dump_that_reuses_an_old_blob(store, snap):
 
 def test_retention_keeps_newest_and_labelled(store, snap):
     store.keep_checkpoints = 3
-    made = [checkpoint(store, snap, "etl", {"i": i}, label="keep" if i in (0, 2) else None)
-            for i in range(8)]
+    made = [
+        checkpoint(store, snap, "etl", {"i": i}, label="keep" if i in (0, 2) else None)
+        for i in range(8)
+    ]
     ids = [s["id"] for s in store.list("etl")]
     unlabelled = [m["id"] for m in made if m["label"] is None]
     labelled = [m["id"] for m in made if m["label"]]
@@ -396,8 +408,18 @@ def test_manifest_is_canonical_json(store, snap):
     m = checkpoint(store, snap, "etl", {"a": 1})
     data = manifest_file(store, "etl", m["id"]).read_bytes()
     assert data == canonical(json.loads(data))
-    assert set(m) >= {"id", "session", "label", "created", "kernelspec", "versions",
-                      "variables", "skipped", "bytes", "new_bytes"}
+    assert set(m) >= {
+        "id",
+        "session",
+        "label",
+        "created",
+        "kernelspec",
+        "versions",
+        "variables",
+        "skipped",
+        "bytes",
+        "new_bytes",
+    }
 
 
 def test_committed_checkpoints_never_lose_blobs_to_a_concurrent_gc(store, snap):

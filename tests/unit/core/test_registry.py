@@ -27,8 +27,11 @@ def mode(path) -> int:
 def test_permissions_hold_under_umask_000(tmp_path, umask_000):
     path = tmp_path / "deep" / "kernel_sessions" / "registry.sqlite3"
     reg = Registry(path)
-    reg.insert(SessionModel(name="a", kernel_id="k", kernel_name="python3",
-                            connection_info={"key": "secret"}))
+    reg.insert(
+        SessionModel(
+            name="a", kernel_id="k", kernel_name="python3", connection_info={"key": "secret"}
+        )
+    )
     assert mode(path.parent) == 0o700
     assert mode(path) == 0o600
     for suffix in ("-wal", "-shm"):
@@ -40,8 +43,15 @@ def test_permissions_hold_under_umask_000(tmp_path, umask_000):
 
 def test_rows_round_trip_and_conflicts(tmp_path):
     reg = Registry(tmp_path / "r.sqlite3")
-    m = SessionModel(name="etl", kernel_id="k1", kernel_name="python3", tags={"team": "data"},
-                     connection_info={"key": "s", "shell_port": 1}, pid=123, ttl=5.0)
+    m = SessionModel(
+        name="etl",
+        kernel_id="k1",
+        kernel_name="python3",
+        tags={"team": "data"},
+        connection_info={"key": "s", "shell_port": 1},
+        pid=123,
+        ttl=5.0,
+    )
     reg.insert(m)
     with pytest.raises(SessionExists):
         reg.insert(m)
@@ -79,8 +89,9 @@ def test_a_stale_writer_cannot_overwrite_a_newer_session_of_the_name(tmp_path):
 def _raw_insert(path, **row):
     conn = sqlite3.connect(path)
     cols = ", ".join(row)
-    conn.execute(f"INSERT INTO sessions ({cols}) VALUES ({', '.join('?' * len(row))})",
-                 list(row.values()))
+    conn.execute(
+        f"INSERT INTO sessions ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+    )
     conn.commit()
     conn.close()
 

@@ -18,8 +18,9 @@ from kernel_sessions.kernel import dirty, snapshot
 MIB = 1 << 20
 
 tracker = dirty.tracker()
-needs_tracking = pytest.mark.skipif(not tracker.available,
-                                    reason="no userfaultfd write-protect tracking here")
+needs_tracking = pytest.mark.skipif(
+    not tracker.available, reason="no userfaultfd write-protect tracking here"
+)
 
 
 def check(buf) -> bool:
@@ -49,7 +50,7 @@ def test_kernel_writes_count():
     assert not check(a)
     assert check(a)
     with open("/dev/urandom", "rb") as f:
-        f.readinto(memoryview(a).cast("B")[3 * MIB: 3 * MIB + 100])  # the OS writes, not the CPU
+        f.readinto(memoryview(a).cast("B")[3 * MIB : 3 * MIB + 100])  # the OS writes, not the CPU
     assert not check(a)
 
 
@@ -69,7 +70,7 @@ def test_shared_and_dropped_memory_are_never_trusted():
 @needs_tracking
 def test_overlapping_ranges_do_not_hide_writes_from_each_other():
     whole = np.random.default_rng(1).random(MIB)
-    tail = whole[MIB // 4:]
+    tail = whole[MIB // 4 :]
     check(whole), check(tail)  # arming one marks the other as maybe written: look again
     check(whole), check(tail)
     assert check(whole) and check(tail)
@@ -89,8 +90,7 @@ def test_small_readonly_and_forked_buffers_are_not_tracked():
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # a forked child has no registration: it must never trust the parent's
-        os.write(w, b"1" if dirty.tracker().unchanged(dirty.buffer_address(a), a.nbytes)
-                 else b"0")
+        os.write(w, b"1" if dirty.tracker().unchanged(dirty.buffer_address(a), a.nbytes) else b"0")
         os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(r, 1) == b"0"
@@ -107,8 +107,11 @@ def blob_of(result, name):
 
 def test_snapshots_with_tracking_name_the_same_blobs_as_without(blobs, monkeypatch):
     monkeypatch.setattr(snapshot, "BUNDLE_ITEM_BYTES", 0)
-    ns = {"big": np.random.default_rng(3).random(MIB), "df_like": np.arange(3 * MIB // 8),
-          "small": [1, 2, 3]}
+    ns = {
+        "big": np.random.default_rng(3).random(MIB),
+        "df_like": np.arange(3 * MIB // 8),
+        "small": [1, 2, 3],
+    }
     first = snapshot.dump_namespace(ns, blobs, tracker=tracker)
     again = snapshot.dump_namespace(ns, blobs, tracker=tracker)
     assert again["blobs_written"] == 0
@@ -144,7 +147,8 @@ NO_FCNTL = r"""
 import importlib.util, sys
 sys.modules["fcntl"] = None  # as on a platform without it: ``import fcntl`` raises ImportError
 from kernel_sessions.kernel import snapshot
-spec = importlib.util.spec_from_file_location("dirty_without_fcntl", snapshot.__file__.replace("snapshot.py", "dirty.py"))
+path = snapshot.__file__.replace("snapshot.py", "dirty.py")
+spec = importlib.util.spec_from_file_location("dirty_without_fcntl", path)
 dirty = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(dirty)
 t = dirty.PageTracker()
@@ -166,7 +170,11 @@ def test_without_fcntl_the_tracker_is_off_and_checkpoints_still_work(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", NO_FCNTL, str(tmp_path / "blobs")],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", NO_FCNTL, str(tmp_path / "blobs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False", "1", "True", "[1,", "2,", "3]", "False"]

@@ -63,10 +63,18 @@ def test_container_subclasses_and_odd_scalars():
     import collections
 
     dd = collections.defaultdict(list, {i: [i] for i in range(100_000)})
-    got = by_name(ins.list_variables({
-        "dd": dd, "od": collections.OrderedDict(a=1),
-        "nt": collections.namedtuple("P", "x y")(1, 2),
-        "r": range(10**20), "z": 1 + 2j, "e": ...}))
+    got = by_name(
+        ins.list_variables(
+            {
+                "dd": dd,
+                "od": collections.OrderedDict(a=1),
+                "nt": collections.namedtuple("P", "x y")(1, 2),
+                "r": range(10**20),
+                "z": 1 + 2j,
+                "e": ...,
+            }
+        )
+    )
     assert got["dd"]["preview"].startswith("defaultdict({0: [0], 1: [1],")
     assert got["dd"]["len"] == 100_000
     assert got["od"]["preview"] == "OrderedDict({'a': 1})"
@@ -96,12 +104,27 @@ def test_functions_classes_instances_and_kinds():
     def f(x):
         return x
 
-    ns = {"f": f, "lam": lambda: 1, "Thing": Thing, "t": Thing(), "pr": print,
-          "meth": Thing().__init__, "bm": [].append, "part": __import__("functools").partial(f, 1)}
+    ns = {
+        "f": f,
+        "lam": lambda: 1,
+        "Thing": Thing,
+        "t": Thing(),
+        "pr": print,
+        "meth": Thing().__init__,
+        "bm": [].append,
+        "part": __import__("functools").partial(f, 1),
+    }
     got = by_name(ins.list_variables(ns))
     assert {n: got[n]["kind"] for n in got} == {
-        "f": "function", "lam": "function", "Thing": "class", "t": "instance", "pr": "function",
-        "meth": "function", "bm": "function", "part": "function"}
+        "f": "function",
+        "lam": "function",
+        "Thing": "class",
+        "t": "instance",
+        "pr": "function",
+        "meth": "function",
+        "bm": "function",
+        "part": "function",
+    }
     assert got["f"]["type"] == "function" and got["f"]["preview"].startswith("<function ")
     assert "<lambda>" in got["lam"]["preview"]
     assert got["Thing"]["type"] == "type" and "Thing" in got["Thing"]["preview"]
@@ -119,9 +142,31 @@ def test_modules_hidden_unless_requested():
 
 
 def test_ipython_and_private_names_hidden():
-    ns = {n: 1 for n in ["In", "Out", "_", "__", "___", "_i", "_ii", "_iii", "_i3", "_7", "_ih",
-                         "_oh", "_dh", "exit", "quit", "get_ipython", "__builtins__", "__name__",
-                         "_private", "visible"]}
+    ns = {
+        n: 1
+        for n in [
+            "In",
+            "Out",
+            "_",
+            "__",
+            "___",
+            "_i",
+            "_ii",
+            "_iii",
+            "_i3",
+            "_7",
+            "_ih",
+            "_oh",
+            "_dh",
+            "exit",
+            "quit",
+            "get_ipython",
+            "__builtins__",
+            "__name__",
+            "_private",
+            "visible",
+        ]
+    }
     assert [e["name"] for e in ins.list_variables(ns)] == ["visible"]
     shared = object()
     ns = {"open": shared, "mine": 1}
@@ -143,7 +188,13 @@ def test_numpy_arrays():
     np = pytest.importorskip("numpy")
     e = one(np.arange(12, dtype=np.float64).reshape(3, 4))
     assert (e["type"], e["kind"], e["shape"], e["len"], e["dtype"], e["size"]) == (
-        "numpy.ndarray", "data", [3, 4], 3, "float64", 96)
+        "numpy.ndarray",
+        "data",
+        [3, 4],
+        3,
+        "float64",
+        96,
+    )
     assert e["preview"].startswith("[[0.0, 1.0, 2.0, 3.0], [4.0")
     big = one(np.zeros((3000, 3000)))
     assert big["size"] == 3000 * 3000 * 8 and "…" in big["preview"]
@@ -171,8 +222,9 @@ def test_numpy_object_array_with_hostile_items():
 def test_dataframe_and_series():
     pd = pytest.importorskip("pandas")
     np = pytest.importorskip("numpy")
-    df = pd.DataFrame({"a": np.arange(1000), "b": np.ones(1000), "c": ["x"] * 1000,
-                       "d": 1, "e": 2.0})
+    df = pd.DataFrame(
+        {"a": np.arange(1000), "b": np.ones(1000), "c": ["x"] * 1000, "d": 1, "e": 2.0}
+    )
     e = one(df)
     assert e["type"].startswith("pandas.") and e["type"].endswith("DataFrame")
     assert (e["kind"], e["shape"], e["len"], e["dtype"]) == ("data", [1000, 5], 1000, None)
@@ -257,9 +309,17 @@ class SizeofRaises:
 
 
 def test_hostile_objects_degrade():
-    ns = {"r": ReprRaises(), "l": LenRaises(), "g": GetattrRaises(), "j": GetattrJunk(),
-          "p": PropertyRaises(), "c": LiesAboutClass(), "n": ReprNotStr(), "s": SizeofRaises(),
-          "inner": [1, ReprRaises()]}
+    ns = {
+        "r": ReprRaises(),
+        "l": LenRaises(),
+        "g": GetattrRaises(),
+        "j": GetattrJunk(),
+        "p": PropertyRaises(),
+        "c": LiesAboutClass(),
+        "n": ReprNotStr(),
+        "s": SizeofRaises(),
+        "inner": [1, ReprRaises()],
+    }
     got = by_name(ins.list_variables(ns))
     assert got["r"]["preview"] == "<repr failed: ValueError>"
     assert got["r"]["error"] == "repr failed: ValueError"
@@ -304,8 +364,9 @@ def test_hung_thread_cap_skips(monkeypatch):
 
 def test_list_budget_skips_the_rest(monkeypatch):
     monkeypatch.setattr(ins, "LIST_BUDGET_S", 0.15)
-    slow = [type("Slow", (), {"__repr__": lambda self: time.sleep(0.03) or "slow"})()
-            for _ in range(20)]
+    slow = [
+        type("Slow", (), {"__repr__": lambda self: time.sleep(0.03) or "slow"})() for _ in range(20)
+    ]
     t0 = time.perf_counter()
     got = ins.list_variables({f"s{i:02}": o for i, o in enumerate(slow)})
     elapsed = time.perf_counter() - t0
@@ -405,9 +466,19 @@ def test_cached_entries_equal_fresh_ones():
 
 
 def test_strict_preview_matches_and_refuses_user_code():
-    values = [[1, 2.5, None, True], (1,), {"a": [1] * 30, 2: (3, "x" * 300)}, {1, 2},
-              frozenset({"a"}), [[[[1]]]], {"k": {"n": {"m": {"deep": 1}}}}, list(range(50)),
-              ["s" * 150, "t" * 150], [2**80, -(2**80)], []]
+    values = [
+        [1, 2.5, None, True],
+        (1,),
+        {"a": [1] * 30, 2: (3, "x" * 300)},
+        {1, 2},
+        frozenset({"a"}),
+        [[[[1]]]],
+        {"k": {"n": {"m": {"deep": 1}}}},
+        list(range(50)),
+        ["s" * 150, "t" * 150],
+        [2**80, -(2**80)],
+        [],
+    ]
     for value in values:
         assert ins._preview(value, strict=True) == ins._preview(value)
 
@@ -423,8 +494,13 @@ def test_strict_preview_matches_and_refuses_user_code():
 
 def test_arrays_of_several_dtypes_in_one_listing():
     np = pytest.importorskip("numpy")
-    ns = {"a": np.arange(3), "b": np.arange(3.0), "c": np.zeros(2, dtype=">i4"),
-          "d": np.zeros(2, dtype=[("x", "f4"), ("y", "i2")]), "e": np.arange(4.0)}
+    ns = {
+        "a": np.arange(3),
+        "b": np.arange(3.0),
+        "c": np.zeros(2, dtype=">i4"),
+        "d": np.zeros(2, dtype=[("x", "f4"), ("y", "i2")]),
+        "e": np.arange(4.0),
+    }
     got = by_name(ins.list_variables(ns))
     assert [got[k]["dtype"] for k in "abcde"] == [str(ns[k].dtype) for k in "abcde"]
     assert got["b"]["preview"] == "[0.0, 1.0, 2.0]" and got["c"]["preview"] == "[0, 0]"
@@ -465,8 +541,12 @@ def test_get_value_json():
 def test_get_value_json_numpy_pandas():
     np = pytest.importorskip("numpy")
     pd = pytest.importorskip("pandas")
-    ns = {"a": np.arange(6).reshape(2, 3), "df": pd.DataFrame({"x": [1, 2], "y": ["a", None]}),
-          "s": pd.Series([1.5, float("nan")]), "f": np.float64(2.5)}
+    ns = {
+        "a": np.arange(6).reshape(2, 3),
+        "df": pd.DataFrame({"x": [1, 2], "y": ["a", None]}),
+        "s": pd.Series([1.5, float("nan")]),
+        "f": np.float64(2.5),
+    }
     assert ins.get_value(ns, "a", "json", 1000)["value"] == [[0, 1, 2], [3, 4, 5]]
     records = ins.get_value(ns, "df", "json", 1000)["value"]
     assert records == [{"x": 1, "y": "a"}, {"x": 2, "y": None}]
@@ -542,7 +622,11 @@ def test_get_value_bad_names_and_formats():
 def test_set_and_delete():
     ns: dict = {"x": 1}
     assert ins.set_value(ns, "y", json_value=[1, 2]) == {
-        "name": "y", "ok": True, "created": True, "type": "list"}
+        "name": "y",
+        "ok": True,
+        "created": True,
+        "type": "list",
+    }
     assert ins.set_value(ns, "x", json_value=None)["created"] is False and ns["x"] is None
     raw = base64.b64encode(pickle.dumps({"a": 1})).decode()
     assert ins.set_value(ns, "z", pickle_b64=raw)["ok"] and ns["z"] == {"a": 1}
@@ -558,8 +642,19 @@ def test_set_and_delete():
 
 def test_reserved_names_refused():
     ns = {"In": [], "Out": {}, "_": 1, "_i3": "", "get_ipython": print}
-    for name in ["In", "Out", "_", "__", "_i3", "_7", "_oh", "exit", "quit", "get_ipython",
-                 "__builtins__"]:
+    for name in [
+        "In",
+        "Out",
+        "_",
+        "__",
+        "_i3",
+        "_7",
+        "_oh",
+        "exit",
+        "quit",
+        "get_ipython",
+        "__builtins__",
+    ]:
         assert ins.set_value(ns, name, json_value=1)["error"] == "reserved", name
         assert ins.delete_value(ns, name)["error"] == "reserved", name
     assert ns == {"In": [], "Out": {}, "_": 1, "_i3": "", "get_ipython": print}
@@ -572,8 +667,25 @@ def test_module_imports_only_stdlib():
     tree = ast.parse(open(ins.__file__, encoding="utf-8").read())
     top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
     top |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
-    assert top <= {"__future__", "base64", "contextlib", "gc", "fnmatch", "functools", "itertools", "json", "keyword",
-                   "math", "sys", "threading", "time", "types", "weakref", "typing"}
+    assert top <= {
+        "__future__",
+        "base64",
+        "collections",
+        "contextlib",
+        "gc",
+        "fnmatch",
+        "functools",
+        "itertools",
+        "json",
+        "keyword",
+        "math",
+        "sys",
+        "threading",
+        "time",
+        "types",
+        "weakref",
+        "typing",
+    }
 
 
 def test_runs_from_source_in_fresh_module():
@@ -593,12 +705,15 @@ def test_never_imports_numpy_or_pandas():
     import subprocess
     import sys
 
-    code = ("import sys; from kernel_sessions.kernel import inspector as i; "
-            "i.list_variables({'a': [1], 'b': object()}); i.get_value({'a': 1}, 'a', 'json', 9); "
-            "print(sorted(m for m in ('numpy', 'pandas', 'torch', 'dill') if m in sys.modules))")
+    code = (
+        "import sys; from kernel_sessions.kernel import inspector as i; "
+        "i.list_variables({'a': [1], 'b': object()}); i.get_value({'a': 1}, 'a', 'json', 9); "
+        "print(sorted(m for m in ('numpy', 'pandas', 'torch', 'dill') if m in sys.modules))"
+    )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 

@@ -20,8 +20,8 @@ import threading
 import time
 import tracemalloc
 import types
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -120,8 +120,12 @@ def test_round_trip_into_fresh_namespace(snap, tmp_path):
     np = pytest.importorskip("numpy")
     pd = pytest.importorskip("pandas")
     extra = {
-        "n": 42, "s": "héllo", "lst": [1, [2, 3], {"x": (4, 5)}], "dct": {"a": {"b": [1.5]}},
-        "mat": np.arange(12.0).reshape(3, 4), "fmat": np.asfortranarray(np.arange(6).reshape(2, 3)),
+        "n": 42,
+        "s": "héllo",
+        "lst": [1, [2, 3], {"x": (4, 5)}],
+        "dct": {"a": {"b": [1.5]}},
+        "mat": np.arange(12.0).reshape(3, 4),
+        "fmat": np.asfortranarray(np.arange(6).reshape(2, 3)),
         "strided": np.arange(20)[::3],
         "df": pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"], "c": [0.5, 1.5, 2.5]}),
     }
@@ -185,7 +189,11 @@ def test_aliasing_is_kept(snap, tmp_path):
 
     # Asking for one member of a group loads the group but binds only that name.
     ns3, out = load_as_main(snap, tmp_path, v, names=["b"])
-    assert out == {"restored": ["b"], "failed": [], "refused": False} and "a" not in ns3 and ns3["b"] == [1]
+    assert (
+        out == {"restored": ["b"], "failed": [], "refused": False}
+        and "a" not in ns3
+        and ns3["b"] == [1]
+    )
 
 
 def test_modules_and_from_imports_by_reference(snap, tmp_path, monkeypatch):
@@ -202,8 +210,13 @@ def test_modules_and_from_imports_by_reference(snap, tmp_path, monkeypatch):
     _, res = dump_as_main(snap, code, tmp_path / "blobs")
     v = res["variables"]
     assert res["skipped"] == [] and res["blobs_written"] == 0
-    assert v["np"] == {**v["np"], "serializer": "module", "module": "numpy", "blob": None,
-                       "origin": None}
+    assert v["np"] == {
+        **v["np"],
+        "serializer": "module",
+        "module": "numpy",
+        "blob": None,
+        "origin": None,
+    }
     assert v["osp"]["module"] == os.path.__name__
     od = v["OrderedDict"]
     assert (od["serializer"], od["module"], od["attr"]) == ("ref", "collections", "OrderedDict")
@@ -233,9 +246,16 @@ def test_unsavable_objects_are_skipped_with_reasons(snap, tmp_path):
     thread = threading.Thread(target=lambda: None)
     try:
         extra = {
-            "gen": (i for i in range(3)), "sock": sock, "lock": threading.Lock(),
-            "rlock": threading.RLock(), "thread": thread, "fh": fh, "nested": {"log": fh},
-            "binary": open(precious, "rb"), "event": threading.Event(), "ok": [1, 2],
+            "gen": (i for i in range(3)),
+            "sock": sock,
+            "lock": threading.Lock(),
+            "rlock": threading.RLock(),
+            "thread": thread,
+            "fh": fh,
+            "nested": {"log": fh},
+            "binary": open(precious, "rb"),
+            "event": threading.Event(),
+            "ok": [1, 2],
         }
         _, res = dump_as_main(snap, "", tmp_path / "blobs", **extra)
         reasons = {s["name"]: s["reason"] for s in res["skipped"]}
@@ -273,12 +293,26 @@ def test_group_with_unsavable_member_keeps_the_rest_together(snap, tmp_path):
 
 
 def test_ipython_names_private_names_and_exclude(snap, tmp_path):
-    ns = {"In": ["", "x = 1"], "Out": {}, "exit": object(), "quit": object(),
-          "get_ipython": lambda: None, "_": 5, "_i1": "x", "__builtins__": {}, "x": 1, "secret": 2}
+    ns = {
+        "In": ["", "x = 1"],
+        "Out": {},
+        "exit": object(),
+        "quit": object(),
+        "get_ipython": lambda: None,
+        "_": 5,
+        "_i1": "x",
+        "__builtins__": {},
+        "x": 1,
+        "secret": 2,
+    }
     res = snap.dump_namespace(ns, str(tmp_path), exclude=lambda name, obj: name == "secret")
     assert list(res["variables"]) == ["x"] and res["skipped"] == []
-    res = snap.dump_namespace(ns, str(tmp_path), names=["_", "secret", "missing"],
-                              exclude=lambda name, obj: name == "secret")
+    res = snap.dump_namespace(
+        ns,
+        str(tmp_path),
+        names=["_", "secret", "missing"],
+        exclude=lambda name, obj: name == "secret",
+    )
     assert list(res["variables"]) == ["_"]
     reasons = {s["name"]: s["reason"] for s in res["skipped"]}
     assert reasons == {"secret": "excluded", "missing": "not defined"}
@@ -297,7 +331,8 @@ def test_dedup_only_changed_variables_are_written(snap, tmp_path):
     assert third["blobs_written"] == 1
     assert third["variables"]["c"]["blob"] != first["variables"]["c"]["blob"]
     assert {k: e["blob"] for k, e in third["variables"].items() if k != "c"} == {
-        k: e["blob"] for k, e in first["variables"].items() if k != "c"}
+        k: e["blob"] for k, e in first["variables"].items() if k != "c"
+    }
     blobs = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert len(blobs) == 5 and not [p for p in blobs if p.name.endswith(".tmp")]
 
@@ -323,7 +358,10 @@ def test_tampered_blob_is_refused(snap, tmp_path, monkeypatch):
     out = snap.load_namespace(ns2, str(tmp_path), {k: v[k] for k in ("a", "b", "d")})
     assert out["restored"] == [] and unpickled == [] and ns2 == {}
     assert {f["name"]: f["reason"] for f in out["failed"]} == {
-        "a": "hash mismatch", "b": "hash mismatch", "d": "hash mismatch"}
+        "a": "hash mismatch",
+        "b": "hash mismatch",
+        "d": "hash mismatch",
+    }
     # one altered blob refuses the whole restore: the intact "c" is not unpickled either
     out = snap.load_namespace(ns2, str(tmp_path), {k: v[k] for k in ("a", "c")})
     assert out["refused"] and out["restored"] == [] and unpickled == [] and ns2 == {}
@@ -341,7 +379,11 @@ def test_tampered_blob_is_refused(snap, tmp_path, monkeypatch):
     # same-size damage is only caught on load (a dump re-reading every blob would cost too much).
     healed = snap.dump_namespace(ns, str(tmp_path))
     assert healed["blobs_written"] == 2 and healed["variables"] == v
-    assert [snap.verify_blob(str(tmp_path), v[k]["blob"], v[k]["hash"]) for k in "abc"] == [False, True, True]
+    assert [snap.verify_blob(str(tmp_path), v[k]["blob"], v[k]["hash"]) for k in "abc"] == [
+        False,
+        True,
+        True,
+    ]
 
 
 def test_permissions_under_umask_zero(snap, tmp_path):
@@ -414,13 +456,15 @@ def test_large_array_no_copy_and_throughput(snap, tmp_path):
     assert dump_peak < BIG_ARRAY_BYTES // 10, f"dump copied the array: peak {dump_peak / MB:.0f} MB"
     assert load_peak < BIG_ARRAY_BYTES * 1.2, f"load copied the array: peak {load_peak / MB:.0f} MB"
     size_mb = BIG_ARRAY_BYTES / MB
-    print(f"\n200 MB ndarray: dump {dump_s:.2f}s ({size_mb / dump_s:.0f} MB/s, "
-          f"peak +{dump_peak / MB:.1f} MB), "
-          f"unchanged re-dump {rehash_s:.2f}s ({size_mb / rehash_s:.0f} MB/s), "
-          f"load+verify {load_s:.2f}s ({size_mb / load_s:.0f} MB/s, peak +{load_peak / MB:.0f} MB)")
+    print(
+        f"\n200 MB ndarray: dump {dump_s:.2f}s ({size_mb / dump_s:.0f} MB/s, "
+        f"peak +{dump_peak / MB:.1f} MB), "
+        f"unchanged re-dump {rehash_s:.2f}s ({size_mb / rehash_s:.0f} MB/s), "
+        f"load+verify {load_s:.2f}s ({size_mb / load_s:.0f} MB/s, peak +{load_peak / MB:.0f} MB)"
+    )
 
 
-IPYTHON_SCRIPT = r'''
+IPYTHON_SCRIPT = r"""
 import json, sys, types
 import dill  # imported before IPython swaps __main__, as a kernel extension might
 from IPython.core.interactiveshell import InteractiveShell
@@ -436,7 +480,7 @@ else:
     result = mod.load_namespace(shell.user_ns, blob_dir, json.load(open(manifest))["variables"])
     shell.run_cell(sys.argv[4])
     print(json.dumps({"load": result, "check": shell.user_ns["check"]}))
-'''
+"""
 
 
 def test_real_ipython_shell_round_trip(tmp_path):
@@ -448,11 +492,12 @@ def test_real_ipython_shell_round_trip(tmp_path):
     dump_cell = (
         "import math\nfrom os.path import join\noffset = 1\ndef bump(x): return x + offset\n"
         "class P:\n    pass\np = P(); ps = [P(), p]\n"
-        "fh = open(%r, 'w'); fh.write('keep'); fh.flush()\n"
-        "_private = 1\n1 + 1\n" % str(tmp_path / "keep.txt")
+        "fh = open({!r}, 'w'); fh.write('keep'); fh.flush()\n"
+        "_private = 1\n1 + 1\n".format(str(tmp_path / "keep.txt"))
     )
-    load_cell = ("offset = 10\n"
-                 "check = [bump(1), type(p) is P, ps[1] is p, math.sqrt(4), join('a', 'b')]")
+    load_cell = (
+        "offset = 10\ncheck = [bump(1), type(p) is P, ps[1] is p, math.sqrt(4), join('a', 'b')]"
+    )
     blobs = str(tmp_path / "blobs")
     run = [sys.executable, str(script), str(SNAPSHOT_PATH), "dump", blobs, dump_cell]
     subprocess.run(run, check=True, cwd=tmp_path, timeout=120, capture_output=True)
@@ -512,9 +557,12 @@ def test_large_blobs_are_mapped_copy_on_write_and_format_1_still_loads(snap, tmp
     buffers: list = []
     inband = pickle.dumps(np.arange(5.0), protocol=5, buffer_callback=buffers.append)
     raws = [b.raw() for b in buffers]
-    blob = (snap.HEADER.pack(b"KSNB", 1, 1, 0, len(raws), len(inband))
-            + b"".join(snap.BUFFER_LENGTH.pack(r.nbytes) for r in raws) + inband
-            + b"".join(bytes(r) for r in raws))
+    blob = (
+        snap.HEADER.pack(b"KSNB", 1, 1, 0, len(raws), len(inband))
+        + b"".join(snap.BUFFER_LENGTH.pack(r.nbytes) for r in raws)
+        + inband
+        + b"".join(bytes(r) for r in raws)
+    )
     sha = hashlib.sha256(blob).hexdigest()
     Path(snap.blob_path(str(tmp_path), sha)).parent.mkdir(exist_ok=True)
     Path(snap.blob_path(str(tmp_path), sha)).write_bytes(blob)
@@ -528,7 +576,7 @@ def test_small_variables_share_bundles_that_dedupe_and_load_per_name(snap, tmp_p
     monkeypatch.setattr(snap, "BUNDLE_ITEM_BYTES", 256 << 10)
     monkeypatch.setattr(snap, "BUNDLE_BYTES", 64 << 10)
     ns = {f"v{i}": [i, str(i) * 20] for i in range(2000)}
-    ns["square"] = (lambda x: x * x)  # dill: never bundled
+    ns["square"] = lambda x: x * x  # dill: never bundled
     first = snap.dump_namespace(ns, str(tmp_path))
     blobs = {e["blob"] for e in first["variables"].values()}
     assert 2 < len(blobs) < 40 and first["variables"]["square"]["group"] is None
