@@ -63,6 +63,7 @@ run: $(VENV)/.installed labextension
 lint: $(VENV)/.installed-test labextension/node_modules/.package-lock.json
 	$(VENV)/bin/ruff check kernel_sessions tests bench
 	$(VENV)/bin/ruff format --check kernel_sessions tests bench
+	cd labextension && npm run --silent lint:check
 
 test: $(VENV)/.installed-test labextension chromium lint
 	$(PY) -m pytest -q -p no:cacheprovider

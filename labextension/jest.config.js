@@ -3,7 +3,14 @@
  * `jupyter server` with the kernel_sessions extension (started by test/server.js).
  */
 // ES-module packages jest must compile too
-const esModules = ['@jupyterlab/', '@jupyter/', 'lib0', 'nanoid', 'y-protocols', 'yjs'].join('|');
+const esModules = [
+  '@jupyterlab/',
+  '@jupyter/',
+  'lib0',
+  'nanoid',
+  'y-protocols',
+  'yjs'
+].join('|');
 
 module.exports = {
   testEnvironment: 'node',

@@ -17,12 +17,17 @@ export interface ICheckpointsTableProps {
   now: number;
 }
 
-export function CheckpointsTable(props: ICheckpointsTableProps): React.ReactElement {
+export function CheckpointsTable(
+  props: ICheckpointsTableProps
+): React.ReactElement {
   const { session, checkpoints, error, commands, now } = props;
   const run = (command: string, id: string) => () =>
     void commands.execute(command, { name: session, id });
   return (
-    <section className="jp-KernelSessions-checkpoints" aria-label={`Checkpoints of ${session}`}>
+    <section
+      className="jp-KernelSessions-checkpoints"
+      aria-label={`Checkpoints of ${session}`}
+    >
       <div className="jp-KernelSessions-sectionHeader">
         <span className="jp-KernelSessions-sectionTitle">
           Checkpoints{checkpoints ? ` (${checkpoints.length})` : ''}
@@ -37,7 +42,10 @@ export function CheckpointsTable(props: ICheckpointsTableProps): React.ReactElem
               <th className="jp-KernelSessions-cpAgeColumn">Age</th>
               <th className="jp-KernelSessions-cpSizeColumn">Size</th>
               <th className="jp-KernelSessions-cpVarsColumn">Vars</th>
-              <th className="jp-KernelSessions-cpActionsColumn" aria-label="Actions" />
+              <th
+                className="jp-KernelSessions-cpActionsColumn"
+                aria-label="Actions"
+              />
             </tr>
           </thead>
           <tbody>
@@ -46,13 +54,26 @@ export function CheckpointsTable(props: ICheckpointsTableProps): React.ReactElem
                 key={c.id}
                 data-checkpoint={c.id}
                 className={c.valid ? undefined : 'jp-mod-invalid'}
-                title={c.valid ? c.id : `${c.id}: ${c.message ?? c.reason ?? 'invalid'}`}
+                title={
+                  c.valid
+                    ? c.id
+                    : `${c.id}: ${c.message ?? c.reason ?? 'invalid'}`
+                }
               >
                 <td className="jp-KernelSessions-cpLabel">
-                  {c.label || <span className="jp-KernelSessions-muted">unlabelled</span>}
-                  {!c.valid && <span className="jp-KernelSessions-invalid"> invalid</span>}
+                  {c.label || (
+                    <span className="jp-KernelSessions-muted">unlabelled</span>
+                  )}
+                  {!c.valid && (
+                    <span className="jp-KernelSessions-invalid"> invalid</span>
+                  )}
                 </td>
-                <td>{formatAge(checkpointTime(c.created) ?? checkpointTime(c.id), now)}</td>
+                <td>
+                  {formatAge(
+                    checkpointTime(c.created) ?? checkpointTime(c.id),
+                    now
+                  )}
+                </td>
                 <td>{formatBytes(c.bytes)}</td>
                 <td className="jp-KernelSessions-cpVars">
                   {c.variable_count ?? '—'}

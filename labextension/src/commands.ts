@@ -17,7 +17,12 @@ import type { SessionsModel } from './model';
 import { notifyError, notifySuccess, notifyWarning, reported } from './notify';
 import { errorMessage } from './request';
 import type { KernelSessionsClient } from './request';
-import type { ICheckpoint, IRestoreResult, ISession, ISessionCreate } from './types';
+import type {
+  ICheckpoint,
+  IRestoreResult,
+  ISession,
+  ISessionCreate
+} from './types';
 import { SESSION_SPEC_PREFIX } from './types';
 
 export namespace CommandIDs {
@@ -48,7 +53,10 @@ export interface ICommandContext {
 
 const CATEGORY = 'Kernel Sessions';
 
-function argString(args: ReadonlyPartialJSONObject, key: string): string | null {
+function argString(
+  args: ReadonlyPartialJSONObject,
+  key: string
+): string | null {
   const value = args[key];
   return typeof value === 'string' && value ? value : null;
 }
@@ -69,7 +77,9 @@ async function specChoices(
     .sort((a, b) => a.displayName.localeCompare(b.displayName));
   const preferred = all?.default ?? null;
   const defaultSpec =
-    preferred && specs.some(s => s.name === preferred) ? preferred : specs[0]?.name ?? null;
+    preferred && specs.some(s => s.name === preferred)
+      ? preferred
+      : (specs[0]?.name ?? null);
   return { specs, defaultSpec };
 }
 
@@ -83,7 +93,8 @@ function sessionContextOf(widget: unknown): ISessionContext | null {
 
 /** The text a checkpoint is shown as in pickers and confirmations. */
 export function checkpointTitle(checkpoint: ICheckpoint): string {
-  const time = checkpointTime(checkpoint.created) ?? checkpointTime(checkpoint.id);
+  const time =
+    checkpointTime(checkpoint.created) ?? checkpointTime(checkpoint.id);
   const when = time ? time.toLocaleString() : checkpoint.id;
   return checkpoint.label ? `${checkpoint.label} (${when})` : when;
 }
@@ -102,7 +113,10 @@ export function registerCommands(
     if (!session) {
       return '';
     }
-    const clients = Math.max(session.notebooks.length, session.kernel.connections);
+    const clients = Math.max(
+      session.notebooks.length,
+      session.kernel.connections
+    );
     return clients > 1
       ? `It is shared: ${clients} notebooks or consoles use it, and all of them are affected. `
       : '';
@@ -166,14 +180,17 @@ export function registerCommands(
     }
     const titles = list.map(checkpointTitle);
     const chosen = await pick(title, 'Checkpoint', titles);
-    return chosen === null ? null : list[titles.indexOf(chosen)] ?? null;
+    return chosen === null ? null : (list[titles.indexOf(chosen)] ?? null);
   }
 
   /** Sessions are kernelspecs too (`session.<name>`): show new and deleted ones at once. */
   const refreshSpecs = () =>
-    reported('Refreshing kernelspecs', () => app.serviceManager.kernelspecs.refreshSpecs());
+    reported('Refreshing kernelspecs', () =>
+      app.serviceManager.kernelspecs.refreshSpecs()
+    );
 
-  const sessionLabel = (action: string, fallback: string) =>
+  const sessionLabel =
+    (action: string, fallback: string) =>
     (args: ReadonlyPartialJSONObject): string => {
       const name = argString(args, 'name');
       return name ? `${action} ${name}` : fallback;
@@ -193,7 +210,9 @@ export function registerCommands(
     label: 'New Kernel Session…',
     caption: 'Start a named kernel session from the warm pool',
     execute: async () => {
-      const choices = await reported('Listing kernelspecs', () => specChoices(app));
+      const choices = await reported('Listing kernelspecs', () =>
+        specChoices(app)
+      );
       if (!choices) {
         return;
       }
@@ -202,7 +221,12 @@ export function registerCommands(
       let refusal: string | null = null;
       let session: ISession | undefined;
       while (!session) {
-        const request = await askNewSession(choices.specs, choices.defaultSpec, previous, refusal);
+        const request = await askNewSession(
+          choices.specs,
+          choices.defaultSpec,
+          previous,
+          refusal
+        );
         if (!request) {
           return;
         }
@@ -213,7 +237,9 @@ export function registerCommands(
           refusal = `Not created: ${errorMessage(error)}`;
         }
       }
-      notifySuccess(`Session ${session.name} is ready (${session.kernel.name}).`);
+      notifySuccess(
+        `Session ${session.name} is ready (${session.kernel.name}).`
+      );
       await model.refresh();
       model.setExpanded(session.name, true);
       await refreshSpecs();
@@ -230,20 +256,29 @@ export function registerCommands(
     execute: async args => {
       const panel = notebooks?.currentWidget;
       if (!panel) {
-        notifyWarning('Open a notebook first: it is the notebook that gets attached.');
+        notifyWarning(
+          'Open a notebook first: it is the notebook that gets attached.'
+        );
         return;
       }
       const name = await sessionArg(args, 'Attach Notebook');
       if (!name) {
         return;
       }
-      const done = await reported(`Attaching ${panel.context.path} to ${name}`, async () => {
-        await panel.sessionContext.ready;
-        await panel.sessionContext.changeKernel({ name: SESSION_SPEC_PREFIX + name });
-        return true;
-      });
+      const done = await reported(
+        `Attaching ${panel.context.path} to ${name}`,
+        async () => {
+          await panel.sessionContext.ready;
+          await panel.sessionContext.changeKernel({
+            name: SESSION_SPEC_PREFIX + name
+          });
+          return true;
+        }
+      );
       if (done) {
-        notifySuccess(`${panel.context.localPath} is attached to session ${name}.`);
+        notifySuccess(
+          `${panel.context.localPath} is attached to session ${name}.`
+        );
         await model.refresh();
       }
     }
@@ -317,7 +352,9 @@ export function registerCommands(
     execute: async args => {
       const name = await sessionArg(args, 'Interrupt Session');
       if (name) {
-        await reported(`Interrupting ${name}`, () => client.interruptSession(name));
+        await reported(`Interrupting ${name}`, () =>
+          client.interruptSession(name)
+        );
         await model.refresh();
       }
     }
@@ -361,10 +398,14 @@ export function registerCommands(
   });
 
   commands.addCommand(CommandIDs.restore, {
-    label: sessionLabel('Restore a Checkpoint of', 'Restore a Kernel Session Checkpoint…'),
+    label: sessionLabel(
+      'Restore a Checkpoint of',
+      'Restore a Kernel Session Checkpoint…'
+    ),
     execute: async args => {
       const name = await sessionArg(args, 'Restore Checkpoint');
-      const checkpoint = name && (await checkpointArg(name, args, 'Restore Checkpoint'));
+      const checkpoint =
+        name && (await checkpointArg(name, args, 'Restore Checkpoint'));
       if (
         !name ||
         !checkpoint ||
@@ -387,11 +428,15 @@ export function registerCommands(
   });
 
   commands.addCommand(CommandIDs.fork, {
-    label: sessionLabel('Fork a Checkpoint of', 'Fork a Kernel Session Checkpoint…'),
+    label: sessionLabel(
+      'Fork a Checkpoint of',
+      'Fork a Kernel Session Checkpoint…'
+    ),
     caption: "Start a new session with a checkpoint's variables",
     execute: async args => {
       const name = await sessionArg(args, 'Fork Checkpoint');
-      const checkpoint = name && (await checkpointArg(name, args, 'Fork Checkpoint'));
+      const checkpoint =
+        name && (await checkpointArg(name, args, 'Fork Checkpoint'));
       if (!name || !checkpoint) {
         return;
       }
@@ -417,10 +462,14 @@ export function registerCommands(
   });
 
   commands.addCommand(CommandIDs.deleteCheckpoint, {
-    label: sessionLabel('Delete a Checkpoint of', 'Delete a Kernel Session Checkpoint…'),
+    label: sessionLabel(
+      'Delete a Checkpoint of',
+      'Delete a Kernel Session Checkpoint…'
+    ),
     execute: async args => {
       const name = await sessionArg(args, 'Delete Checkpoint');
-      const checkpoint = name && (await checkpointArg(name, args, 'Delete Checkpoint'));
+      const checkpoint =
+        name && (await checkpointArg(name, args, 'Delete Checkpoint'));
       if (
         !name ||
         !checkpoint ||
@@ -463,8 +512,12 @@ export function registerCommands(
 function reportRestore(result: IRestoreResult): void {
   const { restored, failed, removed } = result;
   const name = result.session.name;
-  const extra = removed.length ? `, ${removed.length} removed (${removed.join(', ')})` : '';
-  notifySuccess(`Session ${name}: ${restored.length} variables restored${extra}.`);
+  const extra = removed.length
+    ? `, ${removed.length} removed (${removed.join(', ')})`
+    : '';
+  notifySuccess(
+    `Session ${name}: ${restored.length} variables restored${extra}.`
+  );
   if (failed.length) {
     notifyError(
       `Not restored in ${name}`,

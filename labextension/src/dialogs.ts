@@ -43,7 +43,10 @@ function labelled(text: string, control: HTMLElement): HTMLLabelElement {
 }
 
 /** The body of the "New Session" dialog. */
-export class NewSessionBody extends Widget implements Dialog.IBodyWidget<ISessionCreate> {
+export class NewSessionBody
+  extends Widget
+  implements Dialog.IBodyWidget<ISessionCreate>
+{
   constructor(
     specs: ReadonlyArray<ISpecChoice>,
     defaultSpec: string | null,

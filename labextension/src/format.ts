@@ -55,7 +55,8 @@ export function parseTime(value: string | null | undefined): Date | null {
   return isNaN(t) ? null : new Date(t);
 }
 
-const CHECKPOINT_ID_TIME = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})\.(\d{3})\d*Z/;
+const CHECKPOINT_ID_TIME =
+  /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})\.(\d{3})\d*Z/;
 
 /**
  * When a checkpoint was taken, from its id (`20240101T120000.123456Z-1a2b3c4d`) or an ISO

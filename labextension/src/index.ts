@@ -3,7 +3,10 @@
  * and a status-bar item naming the session of the current notebook.
  */
 import { ILayoutRestorer } from '@jupyterlab/application';
-import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import type {
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { IStatusBar } from '@jupyterlab/statusbar';
@@ -18,7 +21,8 @@ import { SessionStatusItem } from './status';
 
 const panelPlugin: JupyterFrontEndPlugin<void> = {
   id: 'kernel-sessions:panel',
-  description: 'The Kernel Sessions sidebar: sessions, variables, checkpoints and the pool.',
+  description:
+    'The Kernel Sessions sidebar: sessions, variables, checkpoints and the pool.',
   autoStart: true,
   optional: [ICommandPalette, INotebookTracker, ILayoutRestorer],
   activate: (
@@ -33,7 +37,8 @@ const panelPlugin: JupyterFrontEndPlugin<void> = {
       source: client,
       events: app.serviceManager.events.stream,
       isActive: () => !!panel?.isVisible,
-      onError: message => notifyError('Kernel sessions are not available', message)
+      onError: message =>
+        notifyError('Kernel sessions are not available', message)
     });
     panel = new KernelSessionsPanel(model, app.commands);
     panel.title.icon = kernelIcon;
@@ -54,16 +59,23 @@ const panelPlugin: JupyterFrontEndPlugin<void> = {
       },
       palette
     );
-    notebooks?.currentChanged.connect(() => app.commands.notifyCommandChanged(CommandIDs.attach));
+    notebooks?.currentChanged.connect(() =>
+      app.commands.notifyCommandChanged(CommandIDs.attach)
+    );
   }
 };
 
 const statusPlugin: JupyterFrontEndPlugin<void> = {
   id: 'kernel-sessions:status',
-  description: 'A status-bar item naming the kernel session of the current notebook.',
+  description:
+    'A status-bar item naming the kernel session of the current notebook.',
   autoStart: true,
   requires: [IStatusBar, INotebookTracker],
-  activate: (app: JupyterFrontEnd, statusBar: IStatusBar, notebooks: INotebookTracker): void => {
+  activate: (
+    app: JupyterFrontEnd,
+    statusBar: IStatusBar,
+    notebooks: INotebookTracker
+  ): void => {
     const item = new SessionStatusItem(notebooks, app.commands);
     statusBar.registerStatusItem('kernel-sessions:status', {
       item,

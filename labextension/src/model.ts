@@ -44,8 +44,14 @@ export interface IEmission {
 
 /** Something that emits server events (the service manager's `events.stream`). */
 export interface IEmissionStream {
-  connect(slot: (sender: unknown, emission: IEmission) => void, thisArg?: unknown): boolean;
-  disconnect(slot: (sender: unknown, emission: IEmission) => void, thisArg?: unknown): boolean;
+  connect(
+    slot: (sender: unknown, emission: IEmission) => void,
+    thisArg?: unknown
+  ): boolean;
+  disconnect(
+    slot: (sender: unknown, emission: IEmission) => void,
+    thisArg?: unknown
+  ): boolean;
 }
 
 /** The variables and checkpoints of one expanded session. */
@@ -192,7 +198,9 @@ export class SessionsModel implements IDisposable {
       }
       this._clearTimer();
     }
-    const wait = soon ? 0 : Math.max(0, this._lastFetch + this._minGap - this._now());
+    const wait = soon
+      ? 0
+      : Math.max(0, this._lastFetch + this._minGap - this._now());
     this._timer = setTimeout(() => {
       this._timer = null;
       this._fetch().catch(() => undefined); // reported through `error` and `onError`
@@ -233,7 +241,12 @@ export class SessionsModel implements IDisposable {
     this._lastEvent.set(event.name, { seq: ++this._seq, to: event.to });
     if (event.from !== event.to && !isQuiet(event)) {
       const list = [...(this._history.get(event.name) ?? [])];
-      list.push({ from: event.from, to: event.to, reason: event.reason, time: this._now() });
+      list.push({
+        from: event.from,
+        to: event.to,
+        reason: event.reason,
+        time: this._now()
+      });
       this._history.set(event.name, list.slice(-HISTORY_LENGTH));
     }
     const index = this._sessions.findIndex(s => s.name === event.name);
@@ -249,7 +262,11 @@ export class SessionsModel implements IDisposable {
       this._details.delete(event.name);
       this._expanded.delete(event.name);
     } else {
-      sessions[index] = { ...sessions[index], state: event.to, reason: event.reason };
+      sessions[index] = {
+        ...sessions[index],
+        state: event.to,
+        reason: event.reason
+      };
     }
     this._sessions = sessions;
     this._changed.emit();
@@ -363,10 +380,13 @@ export class SessionsModel implements IDisposable {
     const [variables, checkpoints] = await Promise.all([
       live
         ? settle(this._source.listVariables(session.name))
-        : Promise.resolve<Settled<IVariableListing>>({
+        : Promise.resolve<ISettled<IVariableListing>>({
             value: null,
             // hibernated is a normal state: the panel says so, it is no error
-            error: session.state === 'hibernated' ? null : `no running kernel (${session.state})`
+            error:
+              session.state === 'hibernated'
+                ? null
+                : `no running kernel (${session.state})`
           }),
       settle(this._source.listCheckpoints(session.name))
     ]);
@@ -375,7 +395,8 @@ export class SessionsModel implements IDisposable {
     }
     return {
       // a listing that failed while the session changes state keeps the last one shown
-      variables: variables.value ?? (live ? previous?.variables ?? null : null),
+      variables:
+        variables.value ?? (live ? (previous?.variables ?? null) : null),
       variablesError: variables.error,
       checkpoints: checkpoints.value,
       checkpointsError: checkpoints.error
@@ -429,12 +450,12 @@ export namespace SessionsModel {
   }
 }
 
-interface Settled<T> {
+interface ISettled<T> {
   value: T | null;
   error: string | null;
 }
 
-async function settle<T>(promise: Promise<T>): Promise<Settled<T>> {
+async function settle<T>(promise: Promise<T>): Promise<ISettled<T>> {
   try {
     return { value: await promise, error: null };
   } catch (error) {
@@ -451,11 +472,17 @@ function sameJson<T>(a: T, b: T): boolean {
 
 function isQuiet(event: IStateEvent): boolean {
   const quiet = ['idle', 'busy'];
-  return quiet.includes(event.to) && (event.from === null || quiet.includes(event.from));
+  return (
+    quiet.includes(event.to) &&
+    (event.from === null || quiet.includes(event.from))
+  );
 }
 
 function isState(value: unknown): value is SessionState {
-  return typeof value === 'string' && (SESSION_STATES as ReadonlyArray<string>).includes(value);
+  return (
+    typeof value === 'string' &&
+    (SESSION_STATES as ReadonlyArray<string>).includes(value)
+  );
 }
 
 /** A `session_state` emission as an `IStateEvent`, or null when it is malformed. */

@@ -53,7 +53,8 @@ export class KernelSessionsPanel extends ReactWidget {
   protected render(): React.ReactElement {
     const model = this._model;
     const now = Date.now();
-    const onToggle = (name: string) => model.setExpanded(name, !model.isExpanded(name));
+    const onToggle = (name: string) =>
+      model.setExpanded(name, !model.isExpanded(name));
     return (
       <div className="jp-KernelSessions-body">
         <header className="jp-KernelSessions-header">
@@ -97,8 +98,9 @@ export class KernelSessionsPanel extends ReactWidget {
           </ul>
           {model.loaded && model.sessions.length === 0 && (
             <p className="jp-KernelSessions-empty">
-              No sessions yet. A session is a kernel with a name that outlives its notebooks:
-              create one with +, then attach notebooks and consoles to it.
+              No sessions yet. A session is a kernel with a name that outlives
+              its notebooks: create one with +, then attach notebooks and
+              consoles to it.
             </p>
           )}
         </div>

@@ -13,7 +13,11 @@ export function PoolFooter(props: { pool: IPool | null }): React.ReactElement {
     <footer className="jp-KernelSessions-pool" aria-label="Warm kernel pool">
       <span className="jp-KernelSessions-poolTitle">Pool</span>
       {!pool && <span className="jp-KernelSessions-muted">unavailable</span>}
-      {pool && specs.length === 0 && <span className="jp-KernelSessions-muted">no warm kernels configured</span>}
+      {pool && specs.length === 0 && (
+        <span className="jp-KernelSessions-muted">
+          no warm kernels configured
+        </span>
+      )}
       {pool &&
         specs.map(spec => {
           const s = pool.pools[spec];
@@ -23,10 +27,16 @@ export function PoolFooter(props: { pool: IPool | null }): React.ReactElement {
               className="jp-KernelSessions-poolSpec"
               data-spec={spec}
               title={`${s.starting} starting · ${s.hits} hits, ${s.misses} misses · median hand-out ${
-                s.acquire_p50_ms === null ? '—' : `${s.acquire_p50_ms.toFixed(1)} ms`
+                s.acquire_p50_ms === null
+                  ? '—'
+                  : `${s.acquire_p50_ms.toFixed(1)} ms`
               }`}
             >
-              {spec} <b>{s.ready}/{s.target}</b> ready · hit rate {formatRate(s.hit_rate)}
+              {spec}{' '}
+              <b>
+                {s.ready}/{s.target}
+              </b>{' '}
+              ready · hit rate {formatRate(s.hit_rate)}
             </span>
           );
         })}

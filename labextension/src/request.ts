@@ -58,7 +58,11 @@ export class KernelSessionsClient {
    */
   url(...parts: string[]): string {
     for (const part of parts) {
-      if (typeof part !== 'string' || DOT_SEGMENTS.has(part) || part.includes('/')) {
+      if (
+        typeof part !== 'string' ||
+        DOT_SEGMENTS.has(part) ||
+        part.includes('/')
+      ) {
         throw new Error(
           `'${String(part).slice(0, 80)}' is not a valid name or id ` +
             "(empty, '.', '..' and names with '/' are refused)"
@@ -205,7 +209,8 @@ export function errorFromResponse(
       );
     }
   }
-  const detail = text && text.length < 200 && !text.startsWith('<') ? `: ${text}` : '';
+  const detail =
+    text && text.length < 200 && !text.startsWith('<') ? `: ${text}` : '';
   return new ApiError(
     `${response.status} ${response.statusText || 'error'}${detail}`,
     'http_' + response.status,

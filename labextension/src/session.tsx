@@ -18,7 +18,13 @@ import * as React from 'react';
 
 import { CheckpointsTable } from './checkpoints';
 import { CommandIDs } from './commands';
-import { checkpointTime, formatAge, formatBytes, formatDuration, parseTime } from './format';
+import {
+  checkpointTime,
+  formatAge,
+  formatBytes,
+  formatDuration,
+  parseTime
+} from './format';
 import type { IDetails, ITransition } from './model';
 import type { ISession } from './types';
 import { VariablesTable } from './variables';
@@ -41,11 +47,36 @@ interface IAction {
 }
 
 const ACTIONS: ReadonlyArray<IAction> = [
-  { command: CommandIDs.attach, icon: linkIcon, title: 'Attach the current notebook', action: 'attach' },
-  { command: CommandIDs.openConsole, icon: consoleIcon, title: 'Open a console', action: 'console' },
-  { command: CommandIDs.checkpoint, icon: saveIcon, title: 'Checkpoint now', action: 'checkpoint' },
-  { command: CommandIDs.restart, icon: refreshIcon, title: 'Restart', action: 'restart' },
-  { command: CommandIDs.shutdown, icon: stopIcon, title: 'Shut down', action: 'shutdown' }
+  {
+    command: CommandIDs.attach,
+    icon: linkIcon,
+    title: 'Attach the current notebook',
+    action: 'attach'
+  },
+  {
+    command: CommandIDs.openConsole,
+    icon: consoleIcon,
+    title: 'Open a console',
+    action: 'console'
+  },
+  {
+    command: CommandIDs.checkpoint,
+    icon: saveIcon,
+    title: 'Checkpoint now',
+    action: 'checkpoint'
+  },
+  {
+    command: CommandIDs.restart,
+    icon: refreshIcon,
+    title: 'Restart',
+    action: 'restart'
+  },
+  {
+    command: CommandIDs.shutdown,
+    icon: stopIcon,
+    title: 'Shut down',
+    action: 'shutdown'
+  }
 ];
 
 /** Attached notebooks by file name, consoles by their title ("Console 1"). */
@@ -76,10 +107,18 @@ export function SessionItem(props: ISessionItemProps): React.ReactElement {
         <button
           className="jp-KernelSessions-toggle"
           aria-expanded={expanded}
-          title={expanded ? 'Hide variables and checkpoints' : 'Show variables and checkpoints'}
+          title={
+            expanded
+              ? 'Hide variables and checkpoints'
+              : 'Show variables and checkpoints'
+          }
           onClick={toggle}
         >
-          {expanded ? <caretDownIcon.react tag="span" /> : <caretRightIcon.react tag="span" />}
+          {expanded ? (
+            <caretDownIcon.react tag="span" />
+          ) : (
+            <caretRightIcon.react tag="span" />
+          )}
           <span
             className={`jp-KernelSessions-dot jp-mod-${session.state}`}
             title={`${session.state}: ${session.reason}`}
@@ -93,7 +132,9 @@ export function SessionItem(props: ISessionItemProps): React.ReactElement {
               className="jp-KernelSessions-iconButton"
               title={`Wake (${session.name}): restore its checkpoint into a fresh kernel`}
               data-action="wake"
-              onClick={() => void commands.execute(CommandIDs.wake, { name: session.name })}
+              onClick={() =>
+                void commands.execute(CommandIDs.wake, { name: session.name })
+              }
             >
               <runIcon.react tag="span" />
             </button>
@@ -104,7 +145,9 @@ export function SessionItem(props: ISessionItemProps): React.ReactElement {
               className="jp-KernelSessions-iconButton"
               title={`${a.title} (${session.name})`}
               data-action={a.action}
-              onClick={() => void commands.execute(a.command, { name: session.name })}
+              onClick={() =>
+                void commands.execute(a.command, { name: session.name })
+              }
             >
               <a.icon.react tag="span" />
             </button>
@@ -115,19 +158,36 @@ export function SessionItem(props: ISessionItemProps): React.ReactElement {
         <span title="Kernelspec">{session.kernel.name}</span>
         <span title="Resident memory">{formatBytes(session.memory_rss)}</span>
         {hibernated ? (
-          <span className="jp-KernelSessions-hibernated" title="Its kernel is stopped; attaching or Wake restores its checkpoint">
+          <span
+            className="jp-KernelSessions-hibernated"
+            title="Its kernel is stopped; attaching or Wake restores its checkpoint"
+          >
             hibernated
           </span>
         ) : (
-          <span title="Uptime">{created ? `up ${formatDuration((now - created.getTime()) / 1000)}` : '—'}</span>
+          <span title="Uptime">
+            {created
+              ? `up ${formatDuration((now - created.getTime()) / 1000)}`
+              : '—'}
+          </span>
         )}
-        <span className="jp-KernelSessions-lastCheckpoint" title={session.last_checkpoint ?? 'No checkpoint yet'}>
-          {checkpointAt ? `checkpoint ${formatAge(checkpointAt, now)}` : 'no checkpoint'}
+        <span
+          className="jp-KernelSessions-lastCheckpoint"
+          title={session.last_checkpoint ?? 'No checkpoint yet'}
+        >
+          {checkpointAt
+            ? `checkpoint ${formatAge(checkpointAt, now)}`
+            : 'no checkpoint'}
         </span>
-        {session.restarts > 0 && <span title="Restarts">{session.restarts}× restarted</span>}
+        {session.restarts > 0 && (
+          <span title="Restarts">{session.restarts}× restarted</span>
+        )}
       </div>
       <div className="jp-KernelSessions-meta">
-        <span className="jp-KernelSessions-notebooks" title="Attached notebooks and consoles">
+        <span
+          className="jp-KernelSessions-notebooks"
+          title="Attached notebooks and consoles"
+        >
           {notebooks ? `attached: ${notebooks}` : 'nothing attached'}
         </span>
       </div>
@@ -135,16 +195,27 @@ export function SessionItem(props: ISessionItemProps): React.ReactElement {
         <div className="jp-KernelSessions-inlineError">{session.reason}</div>
       )}
       {session.state === 'unresponsive' && (
-        <div className="jp-KernelSessions-inlineError" data-warning="unresponsive">
+        <div
+          className="jp-KernelSessions-inlineError"
+          data-warning="unresponsive"
+        >
           {`Not answering (${session.reason}). Restart or shut it down to free it.`}
         </div>
       )}
       {expanded && (
         <div className="jp-KernelSessions-details">
           {history.length > 0 && (
-            <div className="jp-KernelSessions-history" title="Recent state changes">
+            <div
+              className="jp-KernelSessions-history"
+              title="Recent state changes"
+            >
               {history.map((t, i) => (
-                <span key={i} className="jp-KernelSessions-transition" data-to={t.to} title={t.reason}>
+                <span
+                  key={i}
+                  className="jp-KernelSessions-transition"
+                  data-to={t.to}
+                  title={t.reason}
+                >
                   {t.to}
                 </span>
               ))}
@@ -154,7 +225,11 @@ export function SessionItem(props: ISessionItemProps): React.ReactElement {
             session={session.name}
             listing={details?.variables ?? null}
             error={details?.variablesError ?? null}
-            note={hibernated ? 'Hibernated: its variables are in its checkpoint. Wake it to list them.' : null}
+            note={
+              hibernated
+                ? 'Hibernated: its variables are in its checkpoint. Wake it to list them.'
+                : null
+            }
           />
           <CheckpointsTable
             session={session.name}

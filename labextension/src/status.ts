@@ -15,7 +15,9 @@ import { CommandIDs } from './commands';
 import { SESSION_SPEC_PREFIX } from './types';
 
 /** The session a notebook's kernel belongs to, or null. */
-export function attachedSession(context: ISessionContext | null | undefined): string | null {
+export function attachedSession(
+  context: ISessionContext | null | undefined
+): string | null {
   const kernelName = context?.session?.kernel?.name ?? null;
   return kernelName && kernelName.startsWith(SESSION_SPEC_PREFIX)
     ? kernelName.slice(SESSION_SPEC_PREFIX.length)
@@ -26,7 +28,8 @@ export class SessionStatusItem extends Widget {
   constructor(tracker: INotebookTracker, commands: CommandRegistry) {
     super();
     this.addClass('jp-KernelSessions-status');
-    this.node.title = 'Kernel session of this notebook (click to attach it to one)';
+    this.node.title =
+      'Kernel session of this notebook (click to attach it to one)';
     this._tracker = tracker;
     this.node.addEventListener('click', () => {
       void commands.execute(CommandIDs.attach);

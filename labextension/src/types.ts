@@ -76,9 +76,12 @@ export interface ISessionCreate {
   kernel_name?: string;
   ttl?: number | null;
   tags?: { [key: string]: string };
+  /** Fork: the new session starts from this session's checkpoint (default its latest). */
+  from?: { session: string; checkpoint?: string };
 }
 
-export type VariableKind = 'data' | 'function' | 'class' | 'module' | 'instance';
+export type VariableKind =
+  'data' | 'function' | 'class' | 'module' | 'instance';
 
 export interface IVariable {
   name: string;
@@ -114,6 +117,8 @@ export interface ICheckpoint {
   skipped_count: number | null;
   /** False when the manifest fails verification (see `reason`, `message`). */
   valid: boolean;
+  /** True when some variable could not be saved (never chosen over a complete one). */
+  partial?: boolean | null;
   reason?: string | null;
   message?: string | null;
 }
@@ -122,7 +127,12 @@ export interface ICheckpointDetail extends ICheckpoint {
   kernelspec: string | null;
   versions: { [name: string]: string | null };
   execution_count?: number | null;
-  variables: { name: string; type: string | null; serializer: string; size: number }[];
+  variables: {
+    name: string;
+    type: string | null;
+    serializer: string;
+    size: number;
+  }[];
   skipped: { name: string; type: string | null; reason: string }[];
 }
 
@@ -147,6 +157,10 @@ export interface IRestoreResult {
   failed: { name: string; reason: string }[];
   /** Variables the checkpoint did not know, removed by a whole restore. */
   removed: string[];
+  /** Variables the checkpoint knew that are not in the namespace afterwards. */
+  missing?: string[];
+  /** When the checkpoint was chosen: the newer ones not taken, and why. */
+  passed_over?: { id: string; reason: string }[];
 }
 
 export interface IPoolStats {
@@ -167,7 +181,8 @@ export interface IPool {
 }
 
 /** Schema ids of the server's events (jupyter_events, `/api/events/subscribe`). */
-export const EVENT_SCHEMA_PREFIX = 'https://events.jupyter.org/kernel_sessions/';
+export const EVENT_SCHEMA_PREFIX =
+  'https://events.jupyter.org/kernel_sessions/';
 export const STATE_SCHEMA_ID = EVENT_SCHEMA_PREFIX + 'session_state/v1';
 export const POOL_SCHEMA_ID = EVENT_SCHEMA_PREFIX + 'pool/v1';
 

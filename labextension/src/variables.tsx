@@ -23,10 +23,15 @@ export interface IVariablesTableProps {
   note?: string | null;
 }
 
-export function VariablesTable(props: IVariablesTableProps): React.ReactElement {
+export function VariablesTable(
+  props: IVariablesTableProps
+): React.ReactElement {
   const { listing, error, session, note } = props;
   const [filter, setFilter] = React.useState('');
-  const [sort, setSort] = React.useState<ISortState>({ column: 'name', ascending: true });
+  const [sort, setSort] = React.useState<ISortState>({
+    column: 'name',
+    ascending: true
+  });
   const rows = listing ? sortAndFilter(listing.variables, filter, sort) : [];
 
   const onSort = (column: VariableColumn) =>
@@ -36,13 +41,19 @@ export function VariablesTable(props: IVariablesTableProps): React.ReactElement 
     }));
 
   return (
-    <section className="jp-KernelSessions-variables" aria-label={`Variables of ${session}`}>
+    <section
+      className="jp-KernelSessions-variables"
+      aria-label={`Variables of ${session}`}
+    >
       <div className="jp-KernelSessions-sectionHeader">
         <span className="jp-KernelSessions-sectionTitle">
           Variables{listing ? ` (${listing.count})` : ''}
         </span>
         {listing?.stale && (
-          <span className="jp-KernelSessions-stale" title="The kernel is busy; this is the last listing">
+          <span
+            className="jp-KernelSessions-stale"
+            title="The kernel is busy; this is the last listing"
+          >
             busy — last listing
           </span>
         )}
@@ -57,7 +68,9 @@ export function VariablesTable(props: IVariablesTableProps): React.ReactElement 
         />
       </div>
       {error && <div className="jp-KernelSessions-inlineError">{error}</div>}
-      {!error && !listing && note && <div className="jp-KernelSessions-hint">{note}</div>}
+      {!error && !listing && note && (
+        <div className="jp-KernelSessions-hint">{note}</div>
+      )}
       {listing && (
         <table className="jp-KernelSessions-table jp-KernelSessions-variablesTable">
           <thead>
@@ -66,7 +79,11 @@ export function VariablesTable(props: IVariablesTableProps): React.ReactElement 
                 <th
                   key={c.key}
                   aria-sort={
-                    sort.column === c.key ? (sort.ascending ? 'ascending' : 'descending') : 'none'
+                    sort.column === c.key
+                      ? sort.ascending
+                        ? 'ascending'
+                        : 'descending'
+                      : 'none'
                   }
                 >
                   <button
@@ -75,7 +92,11 @@ export function VariablesTable(props: IVariablesTableProps): React.ReactElement 
                     onClick={() => onSort(c.key)}
                   >
                     {c.title}
-                    {sort.column === c.key ? (sort.ascending ? ' ▲' : ' ▼') : ''}
+                    {sort.column === c.key
+                      ? sort.ascending
+                        ? ' ▲'
+                        : ' ▼'
+                      : ''}
                   </button>
                 </th>
               ))}
@@ -83,20 +104,36 @@ export function VariablesTable(props: IVariablesTableProps): React.ReactElement 
           </thead>
           <tbody>
             {rows.map(v => (
-              <tr key={v.name} data-variable={v.name} title={v.error ?? undefined}>
+              <tr
+                key={v.name}
+                data-variable={v.name}
+                title={v.error ?? undefined}
+              >
                 <td className="jp-KernelSessions-varName">{v.name}</td>
                 <td className="jp-KernelSessions-varType">{v.type}</td>
-                <td className="jp-KernelSessions-varSize">{formatBytes(v.size)}</td>
-                <td className="jp-KernelSessions-varShape">
-                  {formatShape(v.shape) || (v.len !== null && v.len !== undefined ? `len ${v.len}` : '')}
+                <td className="jp-KernelSessions-varSize">
+                  {formatBytes(v.size)}
                 </td>
-                <td className="jp-KernelSessions-varPreview">{v.preview ?? ''}</td>
+                <td className="jp-KernelSessions-varShape">
+                  {formatShape(v.shape) ||
+                    (v.len !== null && v.len !== undefined
+                      ? `len ${v.len}`
+                      : '')}
+                </td>
+                <td className="jp-KernelSessions-varPreview">
+                  {v.preview ?? ''}
+                </td>
               </tr>
             ))}
             {rows.length === 0 && (
               <tr>
-                <td colSpan={COLUMNS.length} className="jp-KernelSessions-empty">
-                  {filter ? 'No variable matches the filter.' : 'No variables yet.'}
+                <td
+                  colSpan={COLUMNS.length}
+                  className="jp-KernelSessions-empty"
+                >
+                  {filter
+                    ? 'No variable matches the filter.'
+                    : 'No variables yet.'}
                 </td>
               </tr>
             )}
@@ -104,7 +141,9 @@ export function VariablesTable(props: IVariablesTableProps): React.ReactElement 
         </table>
       )}
       {listing?.truncated && (
-        <div className="jp-KernelSessions-hint">Only the first {listing.variables.length} are shown.</div>
+        <div className="jp-KernelSessions-hint">
+          Only the first {listing.variables.length} are shown.
+        </div>
       )}
     </section>
   );

@@ -6,13 +6,25 @@ import { Signal } from '@lumino/signaling';
 
 import { SessionsModel, asStateEvent } from '../src/model';
 import type { IEmission, ISessionsSource } from '../src/model';
-import type { ICheckpoint, IPool, ISession, IVariableListing, SessionState } from '../src/types';
+import type {
+  ICheckpoint,
+  IPool,
+  ISession,
+  IVariableListing,
+  SessionState
+} from '../src/types';
 import { POOL_SCHEMA_ID, STATE_SCHEMA_ID } from '../src/types';
 
 function session(name: string, state: SessionState = 'idle'): ISession {
   return {
     name,
-    kernel: { id: `k-${name}`, name: 'python3', execution_state: state, connections: 0, pid: null },
+    kernel: {
+      id: `k-${name}`,
+      name: 'python3',
+      execution_state: state,
+      connections: 0,
+      pid: null
+    },
     state,
     reason: 'created',
     created: '2024-01-01T00:00:00Z',
@@ -31,8 +43,15 @@ function session(name: string, state: SessionState = 'idle'): ISession {
 const POOL: IPool = {
   pools: {
     python3: {
-      target: 2, ready: 2, starting: 0, hits: 3, misses: 1, hit_rate: 0.75,
-      acquire_p50_ms: 1.2, refills: 3, replaced: 0
+      target: 2,
+      ready: 2,
+      starting: 0,
+      hits: 3,
+      misses: 1,
+      hit_rate: 0.75,
+      acquire_p50_ms: 1.2,
+      refills: 3,
+      replaced: 0
     }
   },
   max_kernels: null
@@ -41,8 +60,13 @@ const POOL: IPool = {
 class ScriptedSource implements ISessionsSource {
   sessions: ISession[] = [session('etl')];
   variables: IVariableListing = {
-    variables: [{ name: 'x', type: 'int', kind: 'data', size: 28, preview: '42' }],
-    count: 1, truncated: false, stale: false, busy: false
+    variables: [
+      { name: 'x', type: 'int', kind: 'data', size: 28, preview: '42' }
+    ],
+    count: 1,
+    truncated: false,
+    stale: false,
+    busy: false
   };
   checkpoints: ICheckpoint[] = [];
   failSessions: Error | null = null;
@@ -78,7 +102,12 @@ class ScriptedSource implements ISessionsSource {
 
 class Events {
   readonly stream = new Signal<this, IEmission>(this);
-  state(name: string, from: SessionState | null, to: SessionState, reason = 'test'): void {
+  state(
+    name: string,
+    from: SessionState | null,
+    to: SessionState,
+    reason = 'test'
+  ): void {
     this.stream.emit({ schema_id: STATE_SCHEMA_ID, name, from, to, reason });
   }
 }
@@ -174,7 +203,11 @@ describe('SessionsModel', () => {
     await advance(100);
     source.calls = [];
     for (let t = 0; t < 5000; t += 100) {
-      events.stream.emit({ schema_id: POOL_SCHEMA_ID, kind: 'hit', kernel_name: 'python3' });
+      events.stream.emit({
+        schema_id: POOL_SCHEMA_ID,
+        kind: 'hit',
+        kernel_name: 'python3'
+      });
       await advance(100);
     }
     const refreshes = source.calls.filter(c => c === 'sessions').length;
@@ -185,14 +218,20 @@ describe('SessionsModel', () => {
   it('shows the dead -> restoring -> idle transitions, not idle <-> busy', async () => {
     await advance(100);
     const seen: string[] = [];
-    model.changed.connect(() => seen.push(model.session('etl')?.state ?? 'gone'));
+    model.changed.connect(() =>
+      seen.push(model.session('etl')?.state ?? 'gone')
+    );
     events.state('etl', 'idle', 'busy');
     events.state('etl', 'busy', 'idle');
     events.state('etl', 'idle', 'dead', 'kernel died (exit code -9)');
     events.state('etl', 'dead', 'restoring', 'restoring from checkpoint');
     events.state('etl', 'restoring', 'idle', 'restored');
     expect(seen).toEqual(['busy', 'idle', 'dead', 'restoring', 'idle']);
-    expect(model.history('etl').map(t => t.to)).toEqual(['dead', 'restoring', 'idle']);
+    expect(model.history('etl').map(t => t.to)).toEqual([
+      'dead',
+      'restoring',
+      'idle'
+    ]);
     expect(model.history('etl')[0].reason).toBe('kernel died (exit code -9)');
   });
 
@@ -207,12 +246,25 @@ describe('SessionsModel', () => {
   it('ignores events of other schemas and malformed ones', async () => {
     await advance(100);
     source.calls = [];
-    events.stream.emit({ schema_id: 'https://events.jupyter.org/jupyter_server/contents_service/v1', path: 'a' });
-    events.stream.emit({ schema_id: STATE_SCHEMA_ID, name: 'etl', to: 'exploded', reason: '' });
+    events.stream.emit({
+      schema_id:
+        'https://events.jupyter.org/jupyter_server/contents_service/v1',
+      path: 'a'
+    });
+    events.stream.emit({
+      schema_id: STATE_SCHEMA_ID,
+      name: 'etl',
+      to: 'exploded',
+      reason: ''
+    });
     expect(model.session('etl')?.state).toBe('idle');
     await advance(2000);
-    expect(source.calls.filter(c => c === 'sessions').length).toBeLessThanOrEqual(1);
-    expect(asStateEvent({ schema_id: STATE_SCHEMA_ID, name: 3, to: 'idle' })).toBeNull();
+    expect(
+      source.calls.filter(c => c === 'sessions').length
+    ).toBeLessThanOrEqual(1);
+    expect(
+      asStateEvent({ schema_id: STATE_SCHEMA_ID, name: 3, to: 'idle' })
+    ).toBeNull();
   });
 
   it('fetches variables and checkpoints of expanded sessions only', async () => {
@@ -232,12 +284,16 @@ describe('SessionsModel', () => {
     model.setExpanded('etl', true);
     await advance(100);
     expect(source.calls).not.toContain('variables:etl');
-    expect(model.details('etl')?.variablesError).toBe('no running kernel (dead)');
+    expect(model.details('etl')?.variablesError).toBe(
+      'no running kernel (dead)'
+    );
     expect(source.calls).toContain('checkpoints:etl');
   });
 
   it('shows a failing checkpoint listing inline', async () => {
-    source.failCheckpoints = new Error('no endpoint api/kernel-sessions/sessions/etl/checkpoints');
+    source.failCheckpoints = new Error(
+      'no endpoint api/kernel-sessions/sessions/etl/checkpoints'
+    );
     await advance(100);
     model.setExpanded('etl', true);
     await advance(100);
@@ -251,7 +307,9 @@ describe('SessionsModel', () => {
     // the middle, the count below is the same on any machine, busy or not
     const random = jest.spyOn(Math, 'random').mockReturnValue(0.5);
     try {
-      source.failSessions = new Error('Cannot reach the server: connection refused');
+      source.failSessions = new Error(
+        'Cannot reach the server: connection refused'
+      );
       await advance(100);
       await advance(60000);
       expect(errors).toEqual(['Cannot reach the server: connection refused']);
@@ -288,7 +346,11 @@ describe('SessionsModel and a listing overtaken by events', () => {
     jest.useFakeTimers();
     const source = new ScriptedSource();
     const events = new Events();
-    const model = new SessionsModel({ source, events: events.stream, minGap: 1000 });
+    const model = new SessionsModel({
+      source,
+      events: events.stream,
+      minGap: 1000
+    });
     await advance(100);
     // the server answers the next listing slowly, with the state it had when asked: busy
     let answer: (sessions: ISession[]) => void = () => undefined;

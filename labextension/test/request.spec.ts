@@ -6,7 +6,11 @@ import * as path from 'path';
 
 import { ServerConnection } from '@jupyterlab/services';
 
-import { ApiError, KernelSessionsClient, errorFromResponse } from '../src/request';
+import {
+  ApiError,
+  KernelSessionsClient,
+  errorFromResponse
+} from '../src/request';
 import type { IVariableListing } from '../src/types';
 
 const SPEC = fs.readFileSync(
@@ -14,7 +18,9 @@ const SPEC = fs.readFileSync(
   'utf8'
 );
 /** Checkpoint endpoints are tested once the API document has them. */
-const itWithCheckpoints = SPEC.includes('/sessions/{name}/checkpoints:') ? it : it.skip;
+const itWithCheckpoints = SPEC.includes('/sessions/{name}/checkpoints:')
+  ? it
+  : it.skip;
 
 function client(baseUrl = process.env.KS_TEST_URL ?? ''): KernelSessionsClient {
   return new KernelSessionsClient(
@@ -37,7 +43,11 @@ async function rejection(promise: Promise<unknown>): Promise<ApiError> {
   throw new Error('expected the request to fail');
 }
 
-async function execute(c: KernelSessionsClient, name: string, code: string): Promise<void> {
+async function execute(
+  c: KernelSessionsClient,
+  name: string,
+  code: string
+): Promise<void> {
   const result = await c.call<{ status: string }>(
     'POST',
     ['sessions', name, 'execute'],
@@ -141,14 +151,18 @@ describe('KernelSessionsClient against a real server', () => {
     const back = await c.listVariables('jest-cp');
     expect(back.variables.find(v => v.name === 'x')?.preview).toBe('42');
 
-    const fork = await c.restoreCheckpoint('jest-cp', detail.id, { into: 'jest-cp-fork' });
+    const fork = await c.restoreCheckpoint('jest-cp', detail.id, {
+      into: 'jest-cp-fork'
+    });
     expect(fork.session.name).toBe('jest-cp-fork');
     expect(fork.restored).toContain('x');
     const forked = await c.listVariables('jest-cp-fork');
     expect(forked.variables.find(v => v.name === 'x')?.preview).toBe('42');
 
     await c.deleteCheckpoint('jest-cp', detail.id);
-    expect((await c.listCheckpoints('jest-cp')).map(cp => cp.id)).not.toContain(detail.id);
+    expect((await c.listCheckpoints('jest-cp')).map(cp => cp.id)).not.toContain(
+      detail.id
+    );
     const missing = await rejection(c.deleteCheckpoint('jest-cp', detail.id));
     expect(missing.status).toBe(404);
   });
@@ -162,7 +176,10 @@ describe('KernelSessionsClient against a real server', () => {
 
   it('reports a refused token with the server message', async () => {
     const anonymous = new KernelSessionsClient(
-      ServerConnection.makeSettings({ baseUrl: process.env.KS_TEST_URL, token: '' })
+      ServerConnection.makeSettings({
+        baseUrl: process.env.KS_TEST_URL,
+        token: ''
+      })
     );
     const error = await rejection(anonymous.listSessions());
     expect(error.status).toBe(403);
@@ -172,15 +189,27 @@ describe('KernelSessionsClient against a real server', () => {
 
 describe('errorFromResponse', () => {
   it('uses the message and reason of a JSON error', () => {
-    const e = errorFromResponse({ status: 409, statusText: 'Conflict' }, { message: 'busy', reason: 'busy' }, '');
+    const e = errorFromResponse(
+      { status: 409, statusText: 'Conflict' },
+      { message: 'busy', reason: 'busy' },
+      ''
+    );
     expect([e.message, e.reason, e.status]).toEqual(['busy', 'busy', 409]);
   });
 
   it('falls back to the status for HTML or empty bodies', () => {
-    const html = errorFromResponse({ status: 502, statusText: 'Bad Gateway' }, undefined, '<html>…</html>');
+    const html = errorFromResponse(
+      { status: 502, statusText: 'Bad Gateway' },
+      undefined,
+      '<html>…</html>'
+    );
     expect(html.message).toBe('502 Bad Gateway');
     expect(html.reason).toBe('http_502');
-    const text = errorFromResponse({ status: 500, statusText: '' }, undefined, 'oops');
+    const text = errorFromResponse(
+      { status: 500, statusText: '' },
+      undefined,
+      'oops'
+    );
     expect(text.message).toBe('500 error: oops');
   });
 });
@@ -189,10 +218,14 @@ describe('KernelSessionsClient paths', () => {
   it('refuses ".", "..", empty and "/" names or ids before building a URL', async () => {
     const c = client('http://127.0.0.1:9/');
     for (const bad of ['.', '..', '', 'a/b', '/', '../etl', 'x/..']) {
-      expect(() => c.url('sessions', 'etl', 'variables', bad)).toThrow('not a valid name or id');
+      expect(() => c.url('sessions', 'etl', 'variables', bad)).toThrow(
+        'not a valid name or id'
+      );
       expect(() => c.url('sessions', bad)).toThrow('not a valid name or id');
     }
-    expect(c.url('sessions', 'etl', 'variables', '...')).toContain('/variables/...');
+    expect(c.url('sessions', 'etl', 'variables', '...')).toContain(
+      '/variables/...'
+    );
     // nothing is sent: a request to port 9 would fail as a network ApiError instead
     for (const call of [
       () => c.deleteCheckpoint('etl', '..'),

@@ -39,7 +39,9 @@ async function waitUntilUp(url, token, child, log) {
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) {
-      throw new Error(`jupyter server exited (${child.exitCode}):\n${fs.readFileSync(log, 'utf8')}`);
+      throw new Error(
+        `jupyter server exited (${child.exitCode}):\n${fs.readFileSync(log, 'utf8')}`
+      );
     }
     try {
       const r = await fetch(`${url}api/kernel-sessions/pool`, {
@@ -53,7 +55,9 @@ async function waitUntilUp(url, token, child, log) {
     }
     await new Promise(resolve => setTimeout(resolve, 250));
   }
-  throw new Error(`jupyter server did not answer in ${START_TIMEOUT_MS} ms:\n${fs.readFileSync(log, 'utf8')}`);
+  throw new Error(
+    `jupyter server did not answer in ${START_TIMEOUT_MS} ms:\n${fs.readFileSync(log, 'utf8')}`
+  );
 }
 
 async function start() {
@@ -73,12 +77,20 @@ async function start() {
     KernelSessionsApp: { session_data_dir: dirs.sessions },
     KernelSessionManager: { keep_kernels_on_stop: false }
   };
-  fs.writeFileSync(path.join(dirs.config, 'jupyter_server_config.json'), JSON.stringify(config));
+  fs.writeFileSync(
+    path.join(dirs.config, 'jupyter_server_config.json'),
+    JSON.stringify(config)
+  );
   const port = await freePort();
   const token = crypto.randomBytes(16).toString('hex');
   const log = path.join(tmp, 'server.log');
-  const args = ['-m', 'jupyter_server', `--port=${port}`, '--ip=127.0.0.1',
-    `--IdentityProvider.token=${token}`];
+  const args = [
+    '-m',
+    'jupyter_server',
+    `--port=${port}`,
+    '--ip=127.0.0.1',
+    `--IdentityProvider.token=${token}`
+  ];
   if (process.getuid && process.getuid() === 0) {
     args.push('--allow-root');
   }
